@@ -1,0 +1,291 @@
+//! Reading policies from YAML text, as found in files and ConfigMaps.
+//!
+//! The API server prunes fields it does not know; a file never meets one,
+//! so here an unknown field is an error (it is most often a typo, such as
+//! `requets`, that would otherwise silently fall back to a default).
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::{RateLimitPolicy, validate::is_dns_label};
+
+/// The `apiVersion` every policy document carries.
+pub const API_VERSION: &str = "sluice.dev/v1alpha1";
+/// The `kind` every policy document carries.
+pub const KIND: &str = "RateLimitPolicy";
+/// The namespace of a policy whose metadata names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// One problem in one YAML document of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentError {
+    /// The 1-based position of the document in its source.
+    pub document: usize,
+    /// What is wrong, starting with the field path where there is one.
+    pub message: String,
+}
+
+/// Every problem found in a source, which is then used not at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct DocumentErrors {
+    /// Where the text came from, such as a file path.
+    pub origin: String,
+    /// The problems, in document order.
+    pub errors: Vec<DocumentError>,
+}
+
+impl fmt::Display for DocumentErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is not a valid policy source:", self.origin)?;
+        for e in &self.errors {
+            write!(f, "\n  document {}: {}", e.document, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl RateLimitPolicy {
+    /// `<namespace>/<name>`, the key checks name the policy by.
+    pub fn key(&self) -> String {
+        let namespace = self
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE);
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        format!("{namespace}/{name}")
+    }
+}
+
+/// Reads every policy in `text`, a stream of YAML documents separated by
+/// `---`; empty documents are skipped. Each policy is checked in full
+/// (fields, `apiVersion`, `kind`, `metadata`, [`validate`]); if any document
+/// has a problem, every problem is returned and no policy.
+///
+/// [`validate`]: crate::RateLimitPolicySpec::validate
+pub fn parse_policies(text: &str, origin: &str) -> Result<Vec<RateLimitPolicy>, DocumentErrors> {
+    let mut policies = Vec::new();
+    let mut errors = Vec::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let mut fail = |message: String| {
+            errors.push(DocumentError {
+                document: i + 1,
+                message,
+            })
+        };
+        match serde_yaml::Value::deserialize(document) {
+            Ok(serde_yaml::Value::Null) => {}
+            Ok(value) => match parse_policy(value) {
+                Ok(policy) => policies.push(policy),
+                Err(problems) => problems.into_iter().for_each(&mut fail),
+            },
+            Err(e) => {
+                // The parser cannot find the next document after a syntax
+                // error; what follows is not read.
+                fail(format!("not valid YAML: {e}"));
+                break;
+            }
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(policies),
+        false => Err(DocumentErrors {
+            origin: origin.to_owned(),
+            errors,
+        }),
+    }
+}
+
+fn parse_policy(value: serde_yaml::Value) -> Result<RateLimitPolicy, Vec<String>> {
+    let mut problems = check_type(&value);
+    let mut unknown = Vec::new();
+    let mut track = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
+    let ignored = serde_ignored::Deserializer::new(value, &mut track);
+    let policy: RateLimitPolicy = serde_path_to_error::deserialize(ignored).map_err(|e| {
+        let path = e.path().to_string();
+        vec![format!("{path}: {}", e.into_inner())]
+    })?;
+    let unknown = unknown.into_iter().filter(|path| !is_server_owned(path));
+    problems.extend(unknown.map(|path| format!("{path}: unknown field")));
+    problems.extend(check_header(&policy));
+    if let Err(invalid) = policy.spec.validate() {
+        problems.extend(
+            invalid
+                .0
+                .into_iter()
+                .map(|e| format!("{}: {}", e.path, e.message)),
+        );
+    }
+    match problems.is_empty() {
+        true => Ok(policy),
+        false => Err(problems),
+    }
+}
+
+/// Writes a path the way the rest of sluice does: `spec.limits[0].window`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
+/// Checks `apiVersion` and `kind`, which the typed policy does not keep.
+fn check_type(value: &serde_yaml::Value) -> Vec<String> {
+    let field = |name: &str| value.get(name).and_then(serde_yaml::Value::as_str);
+    let mut problems = Vec::new();
+    if field("apiVersion") != Some(API_VERSION) {
+        problems.push(format!(
+            "apiVersion: must be {API_VERSION}, got {:?}",
+            field("apiVersion").unwrap_or_default()
+        ));
+    }
+    if field("kind") != Some(KIND) {
+        problems.push(format!(
+            "kind: must be {KIND}, got {:?}",
+            field("kind").unwrap_or_default()
+        ));
+    }
+    problems
+}
+
+/// Fields a policy exported from a cluster carries that the file loader
+/// has no use for; they are not typos.
+fn is_server_owned(path: &str) -> bool {
+    path == "apiVersion"
+        || path == "kind"
+        || path == "status"
+        || path.starts_with("status.")
+        || path.starts_with("metadata.")
+}
+
+fn check_header(policy: &RateLimitPolicy) -> Vec<String> {
+    let mut problems = Vec::new();
+    let name = policy.metadata.name.as_deref().unwrap_or_default();
+    if !is_dns_label(name) {
+        problems.push(format!(
+            "metadata.name: {name:?} must be 1-63 lower case letters, digits or dashes"
+        ));
+    }
+    if let Some(ns) = policy
+        .metadata
+        .namespace
+        .as_deref()
+        .filter(|ns| !is_dns_label(ns))
+    {
+        problems.push(format!(
+            "metadata.namespace: {ns:?} must be 1-63 lower case letters, digits or dashes"
+        ));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+apiVersion: sluice.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: checkout, namespace: shop}
+spec:
+  limits:
+    - {name: global, requests: 100, window: 1s}
+";
+
+    #[test]
+    fn reads_every_document_and_skips_empty_ones() {
+        let text = format!(
+            "---\n{GOOD}\n---\n{}\n---\n",
+            GOOD.replace("checkout", "search")
+        );
+        let policies = parse_policies(&text, "t").unwrap();
+        let keys: Vec<_> = policies.iter().map(RateLimitPolicy::key).collect();
+        assert_eq!(keys, ["shop/checkout", "shop/search"]);
+    }
+
+    #[test]
+    fn policy_without_namespace_lives_in_default() {
+        let text = GOOD.replace(", namespace: shop", "");
+        let policies = parse_policies(&text, "t").unwrap();
+        assert_eq!(policies[0].key(), "default/checkout");
+    }
+
+    #[test]
+    fn unknown_field_is_reported_with_its_path() {
+        let text = GOOD.replace("requests: 100", "requets: 100, requests: 100");
+        let err = parse_policies(&text, "t").unwrap_err();
+        assert_eq!(
+            err.errors[0].message,
+            "spec.limits[0].requets: unknown field"
+        );
+    }
+
+    #[test]
+    fn wrongly_typed_field_is_reported_with_its_path() {
+        let text = GOOD.replace("requests: 100", "requests: lots");
+        let err = parse_policies(&text, "t").unwrap_err();
+        let message = &err.errors[0].message;
+        assert!(
+            message.starts_with("spec.limits[0].requests: invalid type"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn wrong_kind_or_api_version_is_rejected() {
+        let err = parse_policies(
+            &GOOD.replace("kind: RateLimitPolicy", "kind: Deployment"),
+            "t",
+        );
+        assert!(err.unwrap_err().to_string().contains("RateLimitPolicy"));
+        let err = parse_policies(&GOOD.replace("v1alpha1", "v9"), "t");
+        assert!(err.unwrap_err().to_string().contains("sluice.dev/v1alpha1"));
+    }
+
+    #[test]
+    fn every_problem_of_every_document_is_listed() {
+        let bad = GOOD
+            .replace("requests: 100", "requests: 0")
+            .replace("window: 1s", "window: 1d");
+        let text = format!(
+            "{bad}\n---\n{}",
+            GOOD.replace("name: checkout", "name: Bad_Name")
+        );
+        let err = parse_policies(&text, "policies.yaml").unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("policies.yaml is not a valid policy source"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("document 1: spec.limits[0].window"),
+            "{shown}"
+        );
+        assert!(shown.contains("document 2: metadata.name"), "{shown}");
+    }
+
+    #[test]
+    fn malformed_yaml_is_reported_not_panicked_on() {
+        let err = parse_policies("spec: [unclosed", "t").unwrap_err();
+        assert!(err.errors[0].message.starts_with("not valid YAML"), "{err}");
+    }
+
+    #[test]
+    fn exported_status_and_server_metadata_are_accepted() {
+        let text = GOOD.replace(
+            "namespace: shop}",
+            "namespace: shop, uid: abc, resourceVersion: '7'}",
+        ) + "status: {multiplier: 0.5}\n";
+        assert_eq!(parse_policies(&text, "t").unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,57 @@
+//! Where counters live. A store evaluates all the counters of one check
+//! atomically: either every counter has room and all are incremented, or
+//! none is touched.
+
+use std::future::Future;
+
+use crate::{policy::CounterKey, window::Snapshot};
+
+mod memory;
+
+pub use memory::{MemoryStore, MemoryStoreConfig};
+
+/// One counter a check must fit in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterSpec {
+    /// Which counter.
+    pub key: CounterKey,
+    /// Its window length in milliseconds.
+    pub window_ms: u64,
+    /// The effective limit the check is held to.
+    pub limit: u64,
+}
+
+/// What a store decided for one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether every counter had room; if so, each was incremented by the cost.
+    pub admitted: bool,
+    /// The instant of the decision, in ms since the epoch, by the store's clock.
+    pub now_ms: u64,
+    /// Each counter as it stood just before the decision, in the order given.
+    pub before: Vec<Snapshot>,
+    /// Whether the decision was made without the shared store (a fallback).
+    pub degraded: bool,
+}
+
+/// Why a store could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer in time.
+    #[error("store timed out")]
+    Timeout,
+    /// The store answered with an error or the connection failed.
+    #[error("store failed: {0}")]
+    Backend(String),
+}
+
+/// A place where counters are kept and checked.
+pub trait Store: Send + Sync + 'static {
+    /// Checks `cost` against every counter at once; increments them all if
+    /// all have room, none otherwise. A cost of zero never changes a counter.
+    fn check(
+        &self,
+        counters: &[CounterSpec],
+        cost: u64,
+    ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+}
