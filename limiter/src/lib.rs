@@ -14,3 +14,8 @@ pub mod store;
 pub mod window;
 
 pub use engine::{CheckError, Limiter};
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod source;

@@ -273,4 +273,8 @@ impl Store for MemoryStore {
     async fn check(&self, counters: &[CounterSpec], cost: u64) -> Result<Outcome, StoreError> {
         Ok(self.check_now(counters, cost))
     }
+
+    fn local_counters(&self) -> Option<usize> {
+        Some(self.len())
+    }
 }

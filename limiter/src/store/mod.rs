@@ -54,4 +54,9 @@ pub trait Store: Send + Sync + 'static {
         counters: &[CounterSpec],
         cost: u64,
     ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// How many counters this process holds in its own memory, if any.
+    fn local_counters(&self) -> Option<usize> {
+        None
+    }
 }

@@ -1,0 +1,233 @@
+//! `POST /v1/check`: may this request pass?
+
+use std::{borrow::Cow, sync::Arc, time::Instant};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use sluice_crds::policy::MAX_REQUESTS;
+
+use super::{ApiError, AppState, headers};
+use crate::{
+    CheckError,
+    decision::Decision,
+    metrics::{CheckLabels, Outcome, RejectKind},
+    policy::Request,
+    registry::ResolveError,
+    store::Store,
+};
+
+/// The largest cost a check may carry: the largest limit a policy may set.
+pub const MAX_COST: u64 = MAX_REQUESTS;
+
+/// The body of a check, as sent.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct CheckBody<'a> {
+    #[serde(borrow, default)]
+    policy: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    endpoint: Option<Cow<'a, str>>,
+    #[serde(default)]
+    cost: Option<serde_json::Number>,
+}
+
+/// The deciding limit, as answered.
+#[derive(Serialize)]
+struct LimitBody<'a> {
+    name: &'a str,
+    requests: u64,
+    effective: u64,
+    window_ms: u64,
+}
+
+/// The answer to a check.
+#[derive(Serialize)]
+struct DecisionBody<'a> {
+    allowed: bool,
+    policy: &'a str,
+    limit: Option<LimitBody<'a>>,
+    remaining: Option<u64>,
+    reset_after_ms: Option<u64>,
+    retry_after_ms: Option<u64>,
+    reason: Option<&'static str>,
+    multiplier: f64,
+    degraded: bool,
+}
+
+/// Handles `POST /v1/check`.
+pub async fn check<S: Store>(State(state): State<Arc<AppState<S>>>, body: Body) -> Response {
+    match decide(&state, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            if let Some(kind) = error.reject_kind() {
+                state
+                    .metrics
+                    .rejects
+                    .get_or_create(&crate::metrics::RejectLabels { kind })
+                    .inc();
+            }
+            error.into_response()
+        }
+    }
+}
+
+async fn decide<S: Store>(state: &AppState<S>, body: Body) -> Result<Response, ApiError> {
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let parsed = parse(&bytes)?;
+    let request = Request {
+        user: parsed.user.as_deref(),
+        endpoint: parsed.endpoint.as_deref(),
+        cost: parse_cost(parsed.cost.as_ref())?,
+    };
+    let started = Instant::now();
+    let (served, decision) = state
+        .limiter
+        .check(parsed.policy.as_deref(), &request)
+        .await
+        .map_err(|e| match e {
+            CheckError::Policy(e @ ResolveError::Unknown(_)) => ApiError::not_found(e.to_string()),
+            CheckError::Policy(e @ ResolveError::Ambiguous(_)) => {
+                ApiError::bad_request("policy", e.to_string())
+            }
+            CheckError::Store(e) => ApiError::unavailable(format!("cannot decide now: {e}")),
+        })?;
+    state
+        .metrics
+        .check_duration
+        .observe(started.elapsed().as_secs_f64());
+    let limit = decision
+        .deciding_limit()
+        .map(|l| l.name.as_ref())
+        .unwrap_or_default();
+    let outcome = if decision.allowed {
+        Outcome::allowed
+    } else {
+        Outcome::denied
+    };
+    let labels = CheckLabels {
+        policy: served.policy.key.to_string(),
+        limit: limit.to_owned(),
+        decision: outcome,
+    };
+    state.metrics.checks.get_or_create(&labels).inc();
+    Ok(respond(&served.policy.key, &decision))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            format!("request body is larger than {limit} bytes"),
+        )
+    })
+}
+
+const EXAMPLE: &str = r#"{"user": "alice", "endpoint": "GET /search"}"#;
+
+fn parse(bytes: &[u8]) -> Result<CheckBody<'_>, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            let message = format!("body: is empty; send a JSON object such as {EXAMPLE}");
+            return Err(ApiError::bad_request("body", message));
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            let message = format!("body: must be a JSON object such as {EXAMPLE}");
+            return Err(ApiError::bad_request("body", message));
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let body: CheckBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = match e.path().to_string() {
+            p if p == "." => "body".to_owned(),
+            p => p,
+        };
+        let message = format!("{field}: {}", e.inner());
+        ApiError::bad_request(&field, message)
+    })?;
+    de.end().map_err(|e| {
+        ApiError::bad_request(
+            "body",
+            format!("body: unexpected data after the JSON object: {e}"),
+        )
+    })?;
+    for (field, value) in [
+        ("policy", &body.policy),
+        ("user", &body.user),
+        ("endpoint", &body.endpoint),
+    ] {
+        if value.as_deref() == Some("") {
+            let message = format!("{field}: must not be empty; leave it out instead");
+            return Err(ApiError::bad_request(field, message));
+        }
+    }
+    Ok(body)
+}
+
+/// Cost is optional (1), a whole number from 0 to [`MAX_COST`]; 0 looks at
+/// the limits without consuming anything.
+fn parse_cost(cost: Option<&serde_json::Number>) -> Result<u64, ApiError> {
+    let Some(cost) = cost else { return Ok(1) };
+    let bad = |why: &str| ApiError::bad_request("cost", format!("cost: {why}, got {cost}"));
+    match cost.as_u64() {
+        Some(c) if c <= MAX_COST => Ok(c),
+        Some(_) => Err(bad(&format!("must be at most {MAX_COST}"))),
+        None => {
+            let value = cost.as_f64().unwrap_or(f64::NAN);
+            if value < 0.0 {
+                Err(bad("must not be negative"))
+            } else if value.fract() != 0.0 {
+                Err(bad("must be a whole number"))
+            } else {
+                Err(bad(&format!("must be at most {MAX_COST}")))
+            }
+        }
+    }
+}
+
+fn respond(policy: &str, decision: &Decision) -> Response {
+    let deciding = decision.deciding_limit();
+    let body = DecisionBody {
+        allowed: decision.allowed,
+        policy,
+        limit: deciding.map(|l| LimitBody {
+            name: &l.name,
+            requests: l.requests,
+            effective: l.effective,
+            window_ms: l.window_ms,
+        }),
+        remaining: deciding.map(|l| l.remaining),
+        reset_after_ms: deciding.map(|l| l.reset_after_ms),
+        retry_after_ms: decision.retry_after_ms(),
+        reason: decision.reason.map(|r| r.as_str()),
+        multiplier: decision.multiplier,
+        degraded: decision.degraded,
+    };
+    let status = if decision.allowed {
+        StatusCode::OK
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    let mut response = (status, super::json(&body)).into_response();
+    headers::insert(response.headers_mut(), decision);
+    response
+}
+
+impl ApiError {
+    fn reject_kind(&self) -> Option<RejectKind> {
+        match self.status {
+            StatusCode::BAD_REQUEST => Some(RejectKind::bad_request),
+            StatusCode::NOT_FOUND => Some(RejectKind::unknown_policy),
+            StatusCode::PAYLOAD_TOO_LARGE => Some(RejectKind::too_large),
+            _ => None,
+        }
+    }
+}

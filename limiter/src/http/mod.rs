@@ -1,0 +1,102 @@
+//! The limiter's HTTP API: the check endpoint, health, metrics and the
+//! served policies.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Serialize;
+
+use crate::{Limiter, metrics::Metrics, store::Store};
+
+mod admin;
+mod check;
+pub mod headers;
+
+pub use check::MAX_COST;
+
+/// What every handler shares.
+pub struct AppState<S> {
+    /// The engine.
+    pub limiter: Arc<Limiter<S>>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The largest check body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The router of the limiter's API.
+pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
+    Router::new()
+        .route("/v1/check", post(check::check::<S>))
+        .route("/v1/policies", get(admin::policies::<S>))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz::<S>))
+        .route("/metrics", get(admin::metrics::<S>))
+        .fallback(admin::not_found)
+        .with_state(state)
+}
+
+/// An error answered to a client: a status and a JSON body naming the
+/// field at fault, if any.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    field: Option<String>,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(field: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Some(field), message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, Some("policy"), message)
+    }
+
+    fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, None, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: &self.message,
+            field: self.field.as_deref(),
+        };
+        (self.status, json(&body)).into_response()
+    }
+}
+
+/// A JSON response body.
+fn json<T: Serialize>(value: &T) -> Response {
+    // Serializing our own plain structs cannot fail.
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = bytes.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,149 @@
+//! The limiter's Prometheus metrics, registered in one place.
+//!
+//! Labels carry policy and limit names, which come from configuration and
+//! are few; user ids and endpoints never become labels.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// How a check ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // label values follow Prometheus' lower case convention
+pub enum Outcome {
+    /// Admitted.
+    allowed,
+    /// Denied by a limit (429).
+    denied,
+    /// Refused because the store failed and the policy says deny (503).
+    unavailable,
+}
+
+/// Labels of a decided check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// `<namespace>/<name>` of the policy.
+    pub policy: String,
+    /// The deciding limit, empty when none applied.
+    pub limit: String,
+    /// How it ended.
+    pub decision: Outcome,
+}
+
+/// Why a request was refused before any decision.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // label values follow Prometheus' lower case convention
+pub enum RejectKind {
+    /// Malformed or out-of-range input (400).
+    bad_request,
+    /// The named policy is not loaded (404).
+    unknown_policy,
+    /// The body is over the size bound (413).
+    too_large,
+}
+
+/// Labels of a refused request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// Why.
+    pub kind: RejectKind,
+}
+
+/// Labels naming a policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// `<namespace>/<name>`.
+    pub policy: String,
+}
+
+/// Labels of a reload attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// Every metric of a limiter.
+pub struct Metrics {
+    registry: Registry,
+    /// Checks decided, by policy, deciding limit and decision.
+    pub checks: Family<CheckLabels, Counter>,
+    /// Requests refused before deciding, by kind.
+    pub rejects: Family<RejectLabels, Counter>,
+    /// Time to decide a check, from parsed request to decision.
+    pub check_duration: Histogram,
+    /// Policy reloads, by result.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// Policies served now.
+    pub policies: Gauge,
+    /// The multiplier applied to each policy's limits.
+    pub multiplier: Family<PolicyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Counters held by the in-memory store.
+    pub memory_counters: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `sluice` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        // 20µs to ~80ms: a check should take well under a millisecond.
+        let buckets = prometheus_client::metrics::histogram::exponential_buckets(20e-6, 2.0, 13);
+        let metrics = Self {
+            checks: Family::default(),
+            rejects: Family::default(),
+            check_duration: Histogram::new(buckets),
+            reloads: Family::default(),
+            policies: Gauge::default(),
+            multiplier: Family::default(),
+            memory_counters: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("checks", "Checks decided", metrics.checks.clone());
+        registry.register(
+            "check_rejects",
+            "Checks refused before a decision",
+            metrics.rejects.clone(),
+        );
+        registry.register(
+            "check_duration_seconds",
+            "Time to decide a check",
+            metrics.check_duration.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Policy reload attempts",
+            metrics.reloads.clone(),
+        );
+        registry.register("policies", "Policies served", metrics.policies.clone());
+        registry.register(
+            "multiplier",
+            "Multiplier applied to a policy's limits",
+            metrics.multiplier.clone(),
+        );
+        registry.register(
+            "memory_counters",
+            "Counters held in memory",
+            metrics.memory_counters.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
