@@ -6,9 +6,9 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, de::DeserializeOwned};
 
-use crate::{RateLimitPolicy, validate::is_dns_label};
+use crate::{Limit, RateLimitPolicy, ValidationErrors, validate::is_dns_label};
 
 /// The `apiVersion` every policy document carries.
 pub const API_VERSION: &str = "sluice.dev/v1alpha1";
@@ -97,30 +97,99 @@ pub fn parse_policies(text: &str, origin: &str) -> Result<Vec<RateLimitPolicy>, 
     }
 }
 
-fn parse_policy(value: serde_yaml::Value) -> Result<RateLimitPolicy, Vec<String>> {
+/// Reads one policy document. Each limit is read on its own, so that a
+/// malformed limit does not hide the problems of the others.
+fn parse_policy(mut value: serde_yaml::Value) -> Result<RateLimitPolicy, Vec<String>> {
     let mut problems = check_type(&value);
+    let limits = take_limits(&mut value);
+    let mut parsed = Vec::with_capacity(limits.len());
+    for (i, limit) in limits.into_iter().enumerate() {
+        match strict::<Limit>(limit, &format!("spec.limits[{i}]")) {
+            Ok((limit, unknown)) => {
+                problems.extend(unknown);
+                parsed.push(Some(limit));
+            }
+            Err(problem) => {
+                problems.push(problem);
+                parsed.push(None);
+            }
+        }
+    }
+    let mut policy = match strict::<RateLimitPolicy>(value, "") {
+        Ok((policy, unknown)) => {
+            problems.extend(unknown);
+            problems.extend(check_header(&policy));
+            Some(policy)
+        }
+        Err(problem) => {
+            problems.push(problem);
+            None
+        }
+    };
+    let complete = parsed.iter().all(Option::is_some);
+    match policy.as_mut().filter(|_| complete) {
+        Some(policy) => {
+            policy.spec.limits = parsed.into_iter().flatten().collect();
+            problems.extend(validation_problems(policy.spec.validate()));
+        }
+        // Some part did not parse: still report what is wrong with the
+        // limits that did, at their own positions.
+        None => {
+            for (i, limit) in parsed.iter().enumerate() {
+                let Some(limit) = limit else { continue };
+                let problems_of_one = limit.validate_at(&format!("spec.limits[{i}]"));
+                problems.extend(validation_problems(problems_of_one));
+            }
+        }
+    }
+    match (problems.is_empty(), policy) {
+        (true, Some(policy)) => Ok(policy),
+        _ => Err(problems),
+    }
+}
+
+/// Moves `spec.limits` out of the document, leaving an empty list.
+fn take_limits(value: &mut serde_yaml::Value) -> Vec<serde_yaml::Value> {
+    let limits = value
+        .get_mut("spec")
+        .and_then(|spec| spec.get_mut("limits"));
+    match limits {
+        Some(serde_yaml::Value::Sequence(items)) => std::mem::take(items),
+        _ => Vec::new(),
+    }
+}
+
+/// Deserializes `value`, returning the unknown fields it held as problems.
+/// Paths are written under `prefix`.
+fn strict<T: DeserializeOwned>(
+    value: serde_yaml::Value,
+    prefix: &str,
+) -> Result<(T, Vec<String>), String> {
+    let join = |path: String| match (prefix.is_empty(), path.as_str()) {
+        (true, _) => path,
+        (false, "." | "") => prefix.to_owned(),
+        (false, _) => format!("{prefix}.{path}"),
+    };
     let mut unknown = Vec::new();
     let mut track = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
     let ignored = serde_ignored::Deserializer::new(value, &mut track);
-    let policy: RateLimitPolicy = serde_path_to_error::deserialize(ignored).map_err(|e| {
-        let path = e.path().to_string();
-        vec![format!("{path}: {}", e.into_inner())]
-    })?;
+    let parsed = serde_path_to_error::deserialize(ignored)
+        .map_err(|e| format!("{}: {}", join(e.path().to_string()), e.inner()))?;
     let unknown = unknown.into_iter().filter(|path| !is_server_owned(path));
-    problems.extend(unknown.map(|path| format!("{path}: unknown field")));
-    problems.extend(check_header(&policy));
-    if let Err(invalid) = policy.spec.validate() {
-        problems.extend(
-            invalid
-                .0
-                .into_iter()
-                .map(|e| format!("{}: {}", e.path, e.message)),
-        );
-    }
-    match problems.is_empty() {
-        true => Ok(policy),
-        false => Err(problems),
-    }
+    Ok((
+        parsed,
+        unknown
+            .map(|path| format!("{}: unknown field", join(path)))
+            .collect(),
+    ))
+}
+
+fn validation_problems(result: Result<(), ValidationErrors>) -> Vec<String> {
+    let errors = result.err().map(|e| e.0).unwrap_or_default();
+    errors
+        .into_iter()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .collect()
 }
 
 /// Writes a path the way the rest of sluice does: `spec.limits[0].window`.
@@ -144,16 +213,12 @@ fn check_type(value: &serde_yaml::Value) -> Vec<String> {
     let field = |name: &str| value.get(name).and_then(serde_yaml::Value::as_str);
     let mut problems = Vec::new();
     if field("apiVersion") != Some(API_VERSION) {
-        problems.push(format!(
-            "apiVersion: must be {API_VERSION}, got {:?}",
-            field("apiVersion").unwrap_or_default()
-        ));
+        let got = field("apiVersion").unwrap_or_default();
+        problems.push(format!("apiVersion: must be {API_VERSION}, got {got:?}"));
     }
     if field("kind") != Some(KIND) {
-        problems.push(format!(
-            "kind: must be {KIND}, got {:?}",
-            field("kind").unwrap_or_default()
-        ));
+        let got = field("kind").unwrap_or_default();
+        problems.push(format!("kind: must be {KIND}, got {got:?}"));
     }
     problems
 }
@@ -272,6 +337,20 @@ spec:
             "{shown}"
         );
         assert!(shown.contains("document 2: metadata.name"), "{shown}");
+    }
+
+    #[test]
+    fn a_malformed_limit_does_not_hide_the_problems_of_the_others() {
+        let limits = "    - {name: a, requests: 0, window: 1s}\n    - {name: b, requests: 1, window: 2d}\n    - {name: C, requests: 1, window: 1s}\n";
+        let text = GOOD.replace("    - {name: global, requests: 100, window: 1s}\n", limits);
+        let shown = parse_policies(&text, "t").unwrap_err().to_string();
+        for path in [
+            "spec.limits[0].requests",
+            "spec.limits[1].window",
+            "spec.limits[2].name",
+        ] {
+            assert!(shown.contains(path), "{path} missing from {shown}");
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub const MAX_ENDPOINT_LEN: usize = 256;
     plural = "ratelimitpolicies",
     shortname = "rlp",
     namespaced,
+    doc = "Rate limits for one API, enforced by sluice limiter pods, and how they adapt to the API's health.",
     status = "RateLimitPolicyStatus",
     printcolumn = r#"{"name":"Multiplier","type":"number","jsonPath":".status.multiplier"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,

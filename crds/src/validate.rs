@@ -124,6 +124,20 @@ fn validate_limits(limits: &[Limit], report: &mut Report) {
     }
 }
 
+impl Limit {
+    /// Checks the rules of one limit on its own, reporting under `path`
+    /// (such as `spec.limits[2]`). Uniqueness of names is a rule of the
+    /// whole policy, checked by [`RateLimitPolicySpec::validate`].
+    pub fn validate_at(&self, path: &str) -> Result<(), ValidationErrors> {
+        let mut report = Report { errors: Vec::new() };
+        validate_limit(self, path, &mut report);
+        match report.errors.is_empty() {
+            true => Ok(()),
+            false => Err(ValidationErrors(report.errors)),
+        }
+    }
+}
+
 fn validate_limit(limit: &Limit, path: &str, report: &mut Report) {
     report.check(is_dns_label(&limit.name), format_args!("{path}.name"), format!("{:?} must be 1-63 lower case letters, digits or dashes, starting and ending with a letter or digit", limit.name));
     report.check(
@@ -316,4 +330,169 @@ pub fn is_dns_label(s: &str) -> bool {
         && bytes.iter().all(inner)
         && edge(bytes.first())
         && edge(bytes.last())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse_policies;
+
+    const BASE: &str =
+        "apiVersion: sluice.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: p}\nspec:\n";
+    const ADAPTIVE: &str = "  target: {selector: {matchLabels: {app: x}}}\n  adaptive:\n    prometheus: {url: 'http://prom:9090'}\n    signals:\n      errors: {weight: 1, target: 0.01, max: 0.1}\n";
+    const LIMIT: &str = "  limits:\n    - {name: a, requests: 5, window: 1s}\n";
+
+    /// The problems `validate()` finds in `spec`, as `path: message` lines.
+    fn problems(spec: &str) -> Vec<String> {
+        match parse_policies(&format!("{BASE}{spec}"), "t") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.errors.into_iter().map(|e| e.message).collect(),
+        }
+    }
+
+    fn has(problems: &[String], path: &str) -> bool {
+        problems.iter().any(|p| p.starts_with(path))
+    }
+
+    #[test]
+    fn a_policy_needs_at_least_one_limit() {
+        assert!(has(
+            &problems("  limits: []\n"),
+            "spec.limits: must hold at least one limit"
+        ));
+    }
+
+    #[test]
+    fn limit_names_are_unique_dns_labels() {
+        let p = problems(
+            "  limits:\n    - {name: a, requests: 5, window: 1s}\n    - {name: a, requests: 5, window: 1s}\n    - {name: -x, requests: 5, window: 1s}\n",
+        );
+        assert!(
+            has(&p, "spec.limits[1].name: \"a\" is used by an earlier limit"),
+            "{p:?}"
+        );
+        assert!(has(&p, "spec.limits[2].name"), "{p:?}");
+    }
+
+    #[test]
+    fn requests_and_window_stay_in_range() {
+        let p = problems(
+            "  limits:\n    - {name: a, requests: 0, window: 1s}\n    - {name: b, requests: 1000000001, window: 5ms}\n    - {name: c, requests: 1, window: 25h}\n",
+        );
+        for path in [
+            "spec.limits[0].requests",
+            "spec.limits[1].requests",
+            "spec.limits[1].window",
+            "spec.limits[2].window",
+        ] {
+            assert!(has(&p, path), "{path}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn endpoint_pattern_allows_only_a_trailing_star() {
+        let p = problems(
+            "  limits:\n    - {name: a, requests: 5, window: 1s, match: {endpoint: 'GET /*/x'}}\n    - {name: b, requests: 5, window: 1s, match: {endpoint: 'GET /x*'}}\n",
+        );
+        assert!(
+            has(&p, "spec.limits[0].match.endpoint: may hold `*` only once"),
+            "{p:?}"
+        );
+        assert!(!has(&p, "spec.limits[1]"), "{p:?}");
+    }
+
+    #[test]
+    fn adaptive_needs_a_target_to_measure() {
+        let spec = format!(
+            "{LIMIT}{}",
+            ADAPTIVE.replace("  target: {selector: {matchLabels: {app: x}}}\n", "")
+        );
+        assert!(has(
+            &problems(&spec),
+            "spec.target.selector.matchLabels: is required"
+        ));
+    }
+
+    #[test]
+    fn adaptive_knobs_stay_in_range() {
+        let spec = format!(
+            "{LIMIT}{ADAPTIVE}    sensitivity: 0\n    recoveryStep: 2\n    interval: 20m\n    bounds: {{min: 0.9, max: 0.5}}\n    minRequestRate: -1\n"
+        );
+        let p = problems(&spec);
+        for path in [
+            "spec.adaptive.sensitivity",
+            "spec.adaptive.recoveryStep",
+            "spec.adaptive.interval",
+            "spec.adaptive.bounds: min (0.9) must not exceed max (0.5)",
+            "spec.adaptive.minRequestRate",
+        ] {
+            assert!(has(&p, path), "{path}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn signals_need_a_weight_in_range_and_target_below_max() {
+        let spec = format!("{LIMIT}{}", ADAPTIVE.replace("errors: {weight: 1, target: 0.01, max: 0.1}", "errors: {weight: 1.5, target: 0.2, max: 0.1}\n      latency: {weight: 0.5, target: 1s, max: 1s}"));
+        let p = problems(&spec);
+        for path in [
+            "spec.adaptive.signals.errors.weight",
+            "spec.adaptive.signals.errors: target (0.2)",
+            "spec.adaptive.signals.latency: target (1s)",
+        ] {
+            assert!(has(&p, path), "{path}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn nan_is_never_a_valid_number() {
+        let spec = format!("{LIMIT}{ADAPTIVE}    sensitivity: .nan\n");
+        assert!(has(
+            &problems(&spec),
+            "spec.adaptive.sensitivity: must be a number in (0, 1], got NaN"
+        ));
+    }
+
+    #[test]
+    fn redis_url_must_not_carry_a_password() {
+        let p = problems(&format!(
+            "{LIMIT}  limiter:\n    redis: {{url: 'redis://:hunter2@redis:6379'}}\n"
+        ));
+        assert!(
+            has(&p, "spec.limiter.redis.url: must not hold credentials"),
+            "{p:?}"
+        );
+        assert!(
+            !p.iter().any(|m| m.contains("hunter2")),
+            "the password is never echoed: {p:?}"
+        );
+        let p = problems(&format!(
+            "{LIMIT}  limiter:\n    redis: {{url: 'http://redis:6379'}}\n"
+        ));
+        assert!(
+            has(
+                &p,
+                "spec.limiter.redis.url: \"http://redis:6379\" must start with redis://"
+            ),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn replicas_stay_between_1_and_100() {
+        let p = problems(&format!("{LIMIT}  limiter: {{replicas: 0}}\n"));
+        assert!(
+            has(
+                &p,
+                "spec.limiter.replicas: must be between 1 and 100, got 0"
+            ),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_valid_policy_has_no_problems() {
+        assert_eq!(
+            problems(&format!("{LIMIT}{ADAPTIVE}")),
+            Vec::<String>::new()
+        );
+    }
 }

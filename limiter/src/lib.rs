@@ -5,6 +5,7 @@
 //! turning counts into answers in [`decision`]) take no store and no clock;
 //! [`engine`] ties them to a [`store::Store`].
 
+pub mod behaviour;
 pub mod clock;
 pub mod decision;
 pub mod engine;

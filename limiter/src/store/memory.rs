@@ -106,6 +106,11 @@ struct Inner {
 }
 
 impl MemoryStore {
+    /// The bytes of one counter's key and value as a shard lays them out,
+    /// before the map's own overhead (a control byte per bucket, and the
+    /// buckets kept free so that lookups stay short).
+    pub const ENTRY_BYTES: usize = size_of::<(CounterKey, Slot)>();
+
     /// A store on the system clock.
     pub fn new(config: MemoryStoreConfig) -> Self {
         Self::with_clock(config, Arc::new(SystemClock))
@@ -276,5 +281,133 @@ impl Store for MemoryStore {
 
     fn local_counters(&self) -> Option<usize> {
         Some(self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const W: u64 = 1_000;
+
+    fn store(max_counters: usize) -> (MemoryStore, ManualClock) {
+        let clock = ManualClock::new(1_000_000);
+        let config = MemoryStoreConfig {
+            max_counters,
+            shards: 4,
+        };
+        (
+            MemoryStore::with_clock(config, Arc::new(clock.clone())),
+            clock,
+        )
+    }
+
+    fn spec(n: u32, limit: u64) -> CounterSpec {
+        let mut key = [0; 16];
+        let digest = blake3::hash(&n.to_le_bytes());
+        key.copy_from_slice(&digest.as_bytes()[..16]);
+        CounterSpec {
+            key,
+            window_ms: W,
+            limit,
+        }
+    }
+
+    #[test]
+    fn flood_of_distinct_counters_stays_within_the_bound() {
+        let (store, _) = store(100);
+        for n in 0..10_000 {
+            assert!(store.check_now(&[spec(n, 5)], 1).admitted);
+        }
+        assert!(
+            store.len() <= store.capacity(),
+            "{} > {}",
+            store.len(),
+            store.capacity()
+        );
+        assert!(
+            store.capacity() <= 100 + 4,
+            "capacity rounds up by at most a shard"
+        );
+    }
+
+    #[test]
+    fn full_store_evicts_expired_counters_before_live_ones() {
+        let clock = ManualClock::new(1_000_000);
+        let config = MemoryStoreConfig {
+            max_counters: 3,
+            shards: 1,
+        };
+        let store = MemoryStore::with_clock(config, Arc::new(clock.clone()));
+        let short = spec(1, 1);
+        let long = |n| CounterSpec {
+            window_ms: 60 * W,
+            ..spec(n, 1)
+        };
+        for s in [short, long(2), long(3)] {
+            assert!(store.check_now(&[s], 1).admitted);
+        }
+        clock.advance(2 * W);
+        assert!(store.check_now(&[long(4)], 1).admitted);
+        assert_eq!(store.len(), 3);
+        assert!(
+            !store.check_now(&[long(2)], 1).admitted,
+            "live counter 2 kept its count"
+        );
+        assert!(
+            !store.check_now(&[long(3)], 1).admitted,
+            "live counter 3 kept its count"
+        );
+    }
+
+    #[test]
+    fn evicted_counter_starts_over_and_the_rest_keep_counting() {
+        let (store, _) = store(1);
+        let (a, b) = (spec(1, 1), spec(2, 1));
+        assert!(store.check_now(&[a], 1).admitted);
+        assert!(!store.check_now(&[a], 1).admitted);
+        // A capacity of one per shard: a second counter in a's shard evicts it.
+        let same_shard = (3..10_000)
+            .map(|n| spec(n, 1))
+            .find(|s| s.key[9] % 4 == a.key[9] % 4)
+            .unwrap();
+        assert!(store.check_now(&[same_shard], 1).admitted);
+        assert!(
+            store.check_now(&[a], 1).admitted,
+            "a was evicted and starts over"
+        );
+        assert!(store.check_now(&[b], 1).admitted);
+    }
+
+    #[test]
+    fn sweep_drops_counters_whose_windows_are_over() {
+        let (store, clock) = store(1_000);
+        for n in 0..10 {
+            store.check_now(&[spec(n, 5)], 1);
+        }
+        clock.advance(2 * W - 1);
+        assert_eq!(store.sweep(), 0);
+        clock.advance(1);
+        assert_eq!(store.sweep(), 10);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn zero_cost_checks_create_no_counters() {
+        let (store, _) = store(1_000);
+        for n in 0..10 {
+            assert!(store.check_now(&[spec(n, 5)], 0).admitted);
+        }
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_denied_check_writes_no_counter() {
+        let (store, _) = store(1_000);
+        let (free, full) = (spec(1, 5), spec(2, 1));
+        store.check_now(&[full], 1);
+        assert!(!store.check_now(&[free, full], 1).admitted);
+        assert_eq!(store.len(), 1, "the free counter was not created");
     }
 }
