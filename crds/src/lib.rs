@@ -6,6 +6,7 @@
 
 mod document;
 mod duration;
+mod multiplier;
 pub mod policy;
 mod status;
 mod validate;
@@ -14,6 +15,7 @@ pub use document::{
     API_VERSION, DEFAULT_NAMESPACE, DocumentError, DocumentErrors, KIND, parse_policies,
 };
 pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
+pub use multiplier::{PublishedMultiplier, multiplier_key};
 pub use policy::{
     Adaptive, Bounds, LabelSelector, LatencySignal, Limit, LimitMatch, LimiterSpec, OnStoreFailure,
     PartitionKey, PrometheusSource, Queries, RateLimitPolicy, RateLimitPolicySpec, RatioSignal,

@@ -5,11 +5,13 @@
 mod binaries;
 mod limiter;
 mod process;
+mod redis;
 mod wait;
 
 pub use binaries::binary;
 pub use limiter::{LimiterProcess, Reply};
 pub use process::{Process, free_port};
+pub use redis::{RedisCluster, RedisServer, redis_cli};
 pub use wait::{eventually, wait_for_http};
 
 /// The repository's root directory.

@@ -41,6 +41,7 @@ impl Process {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("start {name} ({}): {e}", program.display()));
+        watch_for_orphan(child.id());
         Self {
             name: name.to_owned(),
             child: Some(child),
@@ -96,6 +97,23 @@ impl Process {
             let _ = child.wait();
         }
     }
+}
+
+/// Kills `child` once this test process is gone, however it ends: servers
+/// kept in statics are never dropped, and a test binary can abort.
+fn watch_for_orphan(child: u32) {
+    let script = "while kill -0 $0 2>/dev/null && kill -0 $1 2>/dev/null; do sleep 1; done; kill -9 $1 2>/dev/null";
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            script,
+            &std::process::id().to_string(),
+            &child.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 impl Drop for Process {

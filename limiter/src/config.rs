@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
+
+use crate::store::RedisConfig;
 
 /// Decides, over HTTP, whether API requests may pass under rate limit
 /// policies.
@@ -34,6 +37,70 @@ pub struct Config {
     /// The largest check request body accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Redis for `--store redis`: `redis://host:port` or
+    /// `rediss://host:port` (TLS), without a password. With
+    /// `--redis-cluster`, one or more comma-separated seed nodes.
+    #[arg(long, env = "SLUICE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// The Redis URL names nodes of a Redis Cluster.
+    #[arg(long, env = "SLUICE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
+    /// A file holding the Redis password. The password can also come from
+    /// the SLUICE_REDIS_PASSWORD environment variable; it is never taken
+    /// on the command line.
+    #[arg(long)]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// The longest a Redis call may take before it counts as failed.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+}
+
+impl Config {
+    /// The Redis connection settings, with the password from its file or
+    /// environment variable.
+    pub fn redis(&self) -> anyhow::Result<RedisConfig> {
+        let url = self.redis_url.clone().ok_or_else(|| {
+            anyhow::anyhow!("--store redis needs --redis-url (or SLUICE_REDIS_URL)")
+        })?;
+        let scheme_ok = url
+            .split(',')
+            .all(|u| u.trim().starts_with("redis://") || u.trim().starts_with("rediss://"));
+        anyhow::ensure!(
+            scheme_ok,
+            "--redis-url must start with redis:// or rediss://"
+        );
+        let authority = url
+            .split("://")
+            .nth(1)
+            .unwrap_or_default()
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        anyhow::ensure!(
+            !authority.contains('@'),
+            "--redis-url must not hold credentials; use SLUICE_REDIS_PASSWORD or --redis-password-file"
+        );
+        let password = match &self.redis_password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Some(text.trim_end_matches(['\n', '\r']).to_owned())
+            }
+            None => std::env::var("SLUICE_REDIS_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
+        };
+        Ok(RedisConfig {
+            url,
+            cluster: self.redis_cluster,
+            password,
+            timeout: self.redis_timeout,
+        })
+    }
 }
 
 /// Where counters are kept.
@@ -41,6 +108,8 @@ pub struct Config {
 pub enum StoreKind {
     /// In this process's memory: limits hold per limiter replica.
     Memory,
+    /// In Redis, shared by every replica.
+    Redis,
 }
 
 /// Parses `500ms`, `1s`, `1m` and the like.

@@ -81,6 +81,7 @@ impl<S: Store> Limiter<S> {
             let window_ms = limit.window_ms;
             counters.push(CounterSpec {
                 key,
+                prefix: limit.counter_prefix.clone(),
                 window_ms,
                 limit: effective,
             });

@@ -18,5 +18,6 @@ pub use engine::{CheckError, Limiter};
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod multiplier;
 pub mod server;
 pub mod source;

@@ -13,6 +13,8 @@ async fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // One TLS crypto provider for rediss:// connections, chosen explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::parse();
     match server::run(config).await {
         Ok(()) => ExitCode::SUCCESS,

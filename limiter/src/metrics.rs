@@ -80,6 +80,9 @@ pub struct Metrics {
     pub policies: Gauge,
     /// The multiplier applied to each policy's limits.
     pub multiplier: Family<PolicyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 when a policy's published multiplier is stale and being eased
+    /// back toward 1.0.
+    pub multiplier_stale: Family<PolicyLabels, Gauge>,
     /// Counters held by the in-memory store.
     pub memory_counters: Gauge,
 }
@@ -103,6 +106,7 @@ impl Metrics {
             reloads: Family::default(),
             policies: Gauge::default(),
             multiplier: Family::default(),
+            multiplier_stale: Family::default(),
             memory_counters: Gauge::default(),
             registry: Registry::default(),
         };

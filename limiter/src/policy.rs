@@ -53,7 +53,7 @@ pub struct CompiledLimit {
     /// Identifies the limit's counters: `<namespace>/<policy>/<limit>/<window ms>`.
     /// The window is part of it so that changing a window starts new counters
     /// instead of reinterpreting old ones.
-    pub counter_prefix: String,
+    pub counter_prefix: Arc<str>,
 }
 
 /// How a limit matches endpoints.
@@ -147,7 +147,7 @@ fn compile_limit(policy: &str, limit: &sluice_crds::Limit) -> CompiledLimit {
         endpoint: EndpointMatch::from_pattern(pattern),
         by_user: limit.by.contains(&PartitionKey::User),
         by_endpoint: limit.by.contains(&PartitionKey::Endpoint),
-        counter_prefix: format!("{policy}/{}/{window_ms}", limit.name),
+        counter_prefix: format!("{policy}/{}/{window_ms}", limit.name).into(),
     }
 }
 

@@ -2,19 +2,24 @@
 //! atomically: either every counter has room and all are incremented, or
 //! none is touched.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use crate::{policy::CounterKey, window::Snapshot};
 
 mod memory;
+pub mod redis;
 
 pub use memory::{MemoryStore, MemoryStoreConfig};
+pub use redis::{RedisConfig, RedisStore};
 
 /// One counter a check must fit in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CounterSpec {
     /// Which counter.
     pub key: CounterKey,
+    /// The limit's counter prefix, `<namespace>/<policy>/<limit>/<window ms>`,
+    /// which names the counter in a shared store.
+    pub prefix: Arc<str>,
     /// Its window length in milliseconds.
     pub window_ms: u64,
     /// The effective limit the check is held to.

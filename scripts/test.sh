@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs the real components
+# the tests start (scripts/setup.sh), checks formatting and lints, builds
+# every binary, and runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+export PATH="$PWD/target/tools/helm:$PATH"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo build --workspace --bins --quiet
+cargo test --workspace --quiet "$@"
