@@ -81,10 +81,10 @@ impl RedisStore {
         self
     }
 
-    async fn invoke(
+    async fn invoke<T: redis::FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<T, StoreError> {
         let call = async {
             match &self.connection {
                 Connection::Single(c) => invocation.invoke_async(&mut c.clone()).await,
@@ -136,7 +136,7 @@ impl RedisStore {
                 .arg(counters[i].window_ms)
                 .arg(counters[i].limit);
         }
-        let reply = self.invoke(&invocation).await?;
+        let reply: Vec<i64> = self.invoke(&invocation).await?;
         SlotOutcome::read(&reply, counters, indexes)
     }
 
@@ -157,7 +157,7 @@ impl RedisStore {
                 .arg(slot.now_ms - slot.now_ms % window)
                 .arg(window);
         }
-        self.invoke(&invocation).await.map(drop)
+        self.invoke::<i64>(&invocation).await.map(drop)
     }
 
     /// Counter indexes grouped by the slot they live in; one group on a
