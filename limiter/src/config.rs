@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
-use crate::store::RedisConfig;
+use crate::{http::serve::ServeLimits, store::RedisConfig};
 
 /// Decides, over HTTP, whether API requests may pass under rate limit
 /// policies.
@@ -54,12 +54,50 @@ pub struct Config {
     #[arg(long)]
     pub redis_password_file: Option<PathBuf>,
 
-    /// The longest a Redis call may take before it counts as failed.
-    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    /// The longest a Redis call may take before it counts as failed and the
+    /// check falls back to the policy's onStoreFailure.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     pub redis_timeout: Duration,
+
+    /// Failed Redis calls in a row that open the breaker: checks then stop
+    /// calling Redis until a probe succeeds.
+    #[arg(long, default_value_t = 3)]
+    pub breaker_threshold: u32,
+
+    /// How often an open breaker probes Redis.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub breaker_probe_interval: Duration,
+
+    /// Open client connections at most; more are closed at once.
+    #[arg(long, default_value_t = ServeLimits::default().max_connections)]
+    pub max_connections: usize,
+
+    /// Requests handled at once at most; more are refused with 503.
+    #[arg(long, default_value_t = ServeLimits::default().max_in_flight)]
+    pub max_in_flight: usize,
+
+    /// Time a client has to send a request's headers, and the longest a
+    /// keep-alive connection may sit idle.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a whole request may take (408 after it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
 }
 
 impl Config {
+    /// The bounds on clients.
+    pub fn serve_limits(&self) -> ServeLimits {
+        ServeLimits {
+            max_connections: self.max_connections,
+            max_in_flight: self.max_in_flight,
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+            ..ServeLimits::default()
+        }
+    }
+
     /// The Redis connection settings, with the password from its file or
     /// environment variable.
     pub fn redis(&self) -> anyhow::Result<RedisConfig> {

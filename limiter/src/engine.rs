@@ -5,11 +5,15 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use sluice_crds::RateLimitPolicy;
 
+use sluice_crds::OnStoreFailure;
+
 use crate::{
+    breaker::{Breaker, Transition},
     decision::{Applied, Decision},
+    metrics::{DegradedLabels, Metrics, StoreErrorLabels},
     policy::{Request, effective_limit},
     registry::{PolicySet, ResolveError, ServedPolicy},
-    store::{CounterSpec, Store, StoreError},
+    store::{CounterSpec, MemoryStore, Store, StoreError},
 };
 
 /// Why a check could not be decided.
@@ -21,22 +25,72 @@ pub enum CheckError {
     /// The store failed and no fallback answered.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The shared store is unreachable and the policy says to refuse
+    /// checks meanwhile (`onStoreFailure: deny`).
+    #[error("the shared store is unreachable and the policy refuses checks meanwhile")]
+    Unavailable,
+}
+
+/// What a limiter on a shared store does when the store fails: a breaker
+/// that stops calling it after repeated failures, and local counters for
+/// policies that enforce in memory meanwhile.
+pub struct Fallback {
+    /// Counters for `onStoreFailure: local`.
+    pub local: MemoryStore,
+    /// Whether the store is being called.
+    pub breaker: Breaker,
+    /// Where store errors and degraded decisions are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Fallback {
+    fn succeeded(&self) {
+        if self.breaker.record_success() == Transition::Closed {
+            self.metrics.breaker_open.set(0);
+            tracing::info!("Store reachable again: breaker closed, counting in the shared store");
+        }
+    }
+
+    fn failed(&self, error: &StoreError) {
+        let kind = match error {
+            StoreError::Timeout => "timeout",
+            StoreError::Backend(_) => "backend",
+        };
+        self.metrics
+            .store_errors
+            .get_or_create(&StoreErrorLabels { kind })
+            .inc();
+        tracing::debug!(%error, "Store call failed");
+        if self.breaker.record_failure() == Transition::Opened {
+            self.metrics.breaker_open.set(1);
+            tracing::info!(%error, "Store failing: breaker opened, deciding by each policy's onStoreFailure");
+        }
+    }
 }
 
 /// Decides checks against the served policies, counting in store `S`.
 pub struct Limiter<S> {
     policies: ArcSwap<PolicySet>,
     store: S,
+    fallback: Option<Fallback>,
 }
 
 impl<S: Store> Limiter<S> {
-    /// A limiter serving `policies` (already validated) on `store`.
+    /// A limiter serving `policies` (already validated) on `store`. A store
+    /// error fails the check; see [`with_fallback`](Self::with_fallback).
     pub fn new(policies: Vec<RateLimitPolicy>, store: S) -> Self {
         let set = PolicySet::build(policies, &PolicySet::default());
         Self {
             policies: ArcSwap::from_pointee(set),
             store,
+            fallback: None,
         }
+    }
+
+    /// Decides by each policy's `onStoreFailure` while the store fails.
+    pub fn with_fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = Some(fallback);
+        self
     }
 
     /// Replaces the served policies at once; checks already running finish
@@ -54,6 +108,28 @@ impl<S: Store> Limiter<S> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Whether checks are being decided without the shared store now.
+    pub fn is_degraded(&self) -> bool {
+        self.fallback
+            .as_ref()
+            .is_some_and(|f| !f.breaker.is_closed())
+    }
+
+    /// While the breaker is open, pings the store every `interval` and
+    /// closes the breaker on the first answer. Runs until dropped.
+    pub async fn probe_store(&self, interval: std::time::Duration) {
+        let Some(fallback) = &self.fallback else {
+            return;
+        };
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if !fallback.breaker.is_closed() && self.store.ping().await.is_ok() {
+                fallback.succeeded();
+            }
+        }
     }
 
     /// Decides whether `request` may pass under the policy named `policy`.
@@ -74,33 +150,101 @@ impl<S: Store> Limiter<S> {
         request: &Request<'_>,
     ) -> Result<Decision, CheckError> {
         let multiplier = served.multiplier.get();
-        let mut applied = Vec::with_capacity(served.policy.limits.len());
-        let mut counters = Vec::with_capacity(served.policy.limits.len());
-        for (limit, key) in served.policy.applicable(request) {
-            let effective = effective_limit(limit.requests, multiplier);
-            let window_ms = limit.window_ms;
-            counters.push(CounterSpec {
-                key,
-                prefix: limit.counter_prefix.clone(),
-                window_ms,
-                limit: effective,
-            });
-            applied.push(Applied {
-                name: limit.name.clone(),
-                requests: limit.requests,
-                effective,
-                window_ms,
-            });
-        }
+        let (mut applied, mut counters) = applicable(served, request, multiplier);
         if counters.is_empty() {
             return Ok(Decision::unlimited(multiplier));
         }
-        let outcome = self.store.check(&counters, request.cost).await?;
-        Ok(Decision::from_outcome(
-            &applied,
-            &outcome,
-            request.cost,
-            multiplier,
-        ))
+        let Some(fallback) = &self.fallback else {
+            let outcome = self.store.check(&counters, request.cost).await?;
+            return Ok(Decision::from_outcome(
+                &applied,
+                &outcome,
+                request.cost,
+                multiplier,
+            ));
+        };
+        if fallback.breaker.is_closed() {
+            match self.store.check(&counters, request.cost).await {
+                Ok(outcome) => {
+                    fallback.succeeded();
+                    return Ok(Decision::from_outcome(
+                        &applied,
+                        &outcome,
+                        request.cost,
+                        multiplier,
+                    ));
+                }
+                Err(error) => fallback.failed(&error),
+            }
+        }
+        let mode = served.policy.on_store_failure;
+        fallback
+            .metrics
+            .degraded_checks
+            .get_or_create(&DegradedLabels {
+                mode: mode_name(mode),
+            })
+            .inc();
+        match mode {
+            OnStoreFailure::Allow => Ok(Decision {
+                degraded: true,
+                ..Decision::unlimited(multiplier)
+            }),
+            OnStoreFailure::Deny => Err(CheckError::Unavailable),
+            OnStoreFailure::Local => {
+                // Each replica enforces its share, so that together they stay
+                // within the limit without talking to each other.
+                let replicas = u64::from(served.replicas.get_or(served.policy.replicas));
+                for (counter, applied) in counters.iter_mut().zip(&mut applied) {
+                    counter.limit = (counter.limit / replicas).max(1);
+                    applied.effective = counter.limit;
+                }
+                let mut outcome = fallback.local.check_now(&counters, request.cost);
+                outcome.degraded = true;
+                Ok(Decision::from_outcome(
+                    &applied,
+                    &outcome,
+                    request.cost,
+                    multiplier,
+                ))
+            }
+        }
+    }
+}
+
+/// The limits of `served` that apply to `request`, as reported and as
+/// counted.
+fn applicable(
+    served: &ServedPolicy,
+    request: &Request<'_>,
+    multiplier: f64,
+) -> (Vec<Applied>, Vec<CounterSpec>) {
+    let limits = served.policy.limits.len();
+    let (mut applied, mut counters) = (Vec::with_capacity(limits), Vec::with_capacity(limits));
+    for (limit, key) in served.policy.applicable(request) {
+        let effective = effective_limit(limit.requests, multiplier);
+        let window_ms = limit.window_ms;
+        let prefix = limit.counter_prefix.clone();
+        counters.push(CounterSpec {
+            key,
+            prefix,
+            window_ms,
+            limit: effective,
+        });
+        applied.push(Applied {
+            name: limit.name.clone(),
+            requests: limit.requests,
+            effective,
+            window_ms,
+        });
+    }
+    (applied, counters)
+}
+
+fn mode_name(mode: OnStoreFailure) -> &'static str {
+    match mode {
+        OnStoreFailure::Local => "local",
+        OnStoreFailure::Allow => "allow",
+        OnStoreFailure::Deny => "deny",
     }
 }

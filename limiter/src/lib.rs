@@ -6,6 +6,7 @@
 //! [`engine`] ties them to a [`store::Store`].
 
 pub mod behaviour;
+pub mod breaker;
 pub mod clock;
 pub mod decision;
 pub mod engine;
@@ -14,7 +15,7 @@ pub mod registry;
 pub mod store;
 pub mod window;
 
-pub use engine::{CheckError, Limiter};
+pub use engine::{CheckError, Fallback, Limiter};
 pub mod config;
 pub mod http;
 pub mod metrics;

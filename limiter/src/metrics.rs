@@ -51,6 +51,20 @@ pub struct RejectLabels {
     pub kind: RejectKind,
 }
 
+/// Labels of a failed store call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreErrorLabels {
+    /// `timeout` or `backend`.
+    pub kind: &'static str,
+}
+
+/// Labels of a decision made without the shared store.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DegradedLabels {
+    /// The policy's `onStoreFailure`: `local`, `allow` or `deny`.
+    pub mode: &'static str,
+}
+
 /// Labels naming a policy.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -85,6 +99,12 @@ pub struct Metrics {
     pub multiplier_stale: Family<PolicyLabels, Gauge>,
     /// Counters held by the in-memory store.
     pub memory_counters: Gauge,
+    /// Failed calls to the shared store, by kind.
+    pub store_errors: Family<StoreErrorLabels, Counter>,
+    /// Checks decided without the shared store, by `onStoreFailure` mode.
+    pub degraded_checks: Family<DegradedLabels, Counter>,
+    /// 1 while the breaker keeps checks away from the shared store.
+    pub breaker_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -108,6 +128,9 @@ impl Metrics {
             multiplier: Family::default(),
             multiplier_stale: Family::default(),
             memory_counters: Gauge::default(),
+            store_errors: Family::default(),
+            degraded_checks: Family::default(),
+            breaker_open: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("checks", "Checks decided", metrics.checks.clone());
@@ -136,6 +159,21 @@ impl Metrics {
             "memory_counters",
             "Counters held in memory",
             metrics.memory_counters.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Failed calls to the shared store",
+            metrics.store_errors.clone(),
+        );
+        registry.register(
+            "degraded_checks",
+            "Checks decided without the shared store",
+            metrics.degraded_checks.clone(),
+        );
+        registry.register(
+            "store_breaker_open",
+            "Whether the breaker keeps checks away from the shared store",
+            metrics.breaker_open.clone(),
         );
         Self {
             registry,

@@ -1,20 +1,27 @@
-//! Following the multiplier the operator publishes in Redis.
+//! Following what the operator and the other replicas publish in Redis:
+//! each policy's multiplier, and how many replicas share its limits.
 //!
-//! Every second, each served policy's multiplier is read together with
-//! Redis time. A missing key means 1.0. A multiplier older than the
+//! Every second, for each served policy, a limiter records its heartbeat
+//! and reads the multiplier, the count of live replicas and Redis time, in
+//! one call. A missing multiplier means 1.0. A multiplier older than the
 //! policy's stale limit (its publisher has stopped) is eased back toward
 //! 1.0 over one more stale period, so that a dead operator neither pins
-//! limits low forever nor releases them all at once.
+//! limits low forever nor releases them all at once. The replica count is
+//! what `onStoreFailure: local` divides limits by while Redis is down; the
+//! last count is kept meanwhile.
 
 use std::{sync::Arc, time::Duration};
 
-use sluice_crds::{PublishedMultiplier, multiplier_key};
+use sluice_crds::PublishedMultiplier;
 
 use crate::{
     Limiter,
     metrics::{Metrics, PolicyLabels},
-    store::{RedisStore, Store, StoreError},
+    store::{RedisStore, Store},
 };
+
+/// How long a heartbeat counts a replica as live.
+const HEARTBEAT_FRESH: Duration = Duration::from_secs(5);
 
 /// The multiplier to apply, from what was published (if anything), its age,
 /// and the stale limit; and whether it is stale.
@@ -35,57 +42,58 @@ pub fn effective_multiplier(
     (value, true)
 }
 
-/// Reads a policy's published multiplier and the Redis time now.
-async fn read(
-    redis: &RedisStore,
-    policy_key: &str,
-) -> Result<(Option<PublishedMultiplier>, u64), StoreError> {
-    let mut pipe = redis::pipe();
-    pipe.get(multiplier_key(policy_key)).cmd("TIME");
-    let (value, (secs, micros)): (Option<String>, (u64, u64)) = redis.pipeline(&pipe).await?;
-    let published = value.as_deref().and_then(PublishedMultiplier::decode);
-    Ok((published, secs * 1000 + micros / 1000))
+/// This process's name among a policy's replicas: the pod's host name
+/// (or `limiter`) and the process id.
+pub fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "limiter".into());
+    format!("{host}-{}", std::process::id())
 }
 
-/// Refreshes every served policy's multiplier from Redis, every `interval`,
-/// until the task is dropped. A failed read keeps the last value.
+/// Syncs every served policy with Redis every `interval`, until dropped.
+/// A failed sync keeps the last multiplier and replica count.
 pub async fn follow<S: Store>(
     limiter: Arc<Limiter<S>>,
     redis: RedisStore,
     metrics: Arc<Metrics>,
     interval: Duration,
 ) {
+    let instance = instance_id();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         for served in limiter.policies().iter() {
             let key = &served.policy.key;
+            let sync = match redis.sync_policy(key, &instance, HEARTBEAT_FRESH).await {
+                Ok(sync) => sync,
+                Err(error) => {
+                    tracing::debug!(policy = %key, %error, "Cannot sync with Redis; keeping the last multiplier");
+                    continue;
+                }
+            };
+            served.replicas.set(sync.replicas);
+            let published = sync
+                .multiplier
+                .as_deref()
+                .and_then(PublishedMultiplier::decode);
             let stale_after = served
                 .policy
                 .source
                 .spec
                 .multiplier_stale_after()
                 .as_millis();
-            match read(&redis, key).await {
-                Ok((published, now_ms)) => {
-                    let (value, stale) = effective_multiplier(published, now_ms, stale_after);
-                    let previous = served.multiplier.get();
-                    served.multiplier.set(value);
-                    let labels = PolicyLabels {
-                        policy: key.to_string(),
-                    };
-                    metrics
-                        .multiplier_stale
-                        .get_or_create(&labels)
-                        .set(i64::from(stale));
-                    if (previous - value).abs() > f64::EPSILON {
-                        tracing::info!(policy = %key, multiplier = value, stale, "Multiplier changed");
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(policy = %key, %error, "Cannot read the multiplier; keeping the last one")
-                }
+            let (value, stale) = effective_multiplier(published, sync.now_ms, stale_after);
+            let previous = served.multiplier.get();
+            served.multiplier.set(value);
+            let labels = PolicyLabels {
+                policy: key.to_string(),
+            };
+            metrics
+                .multiplier_stale
+                .get_or_create(&labels)
+                .set(i64::from(stale));
+            if (previous - value).abs() > 1e-9 {
+                tracing::info!(policy = %key, multiplier = value, stale, "Multiplier changed");
             }
         }
     }

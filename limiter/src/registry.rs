@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
 };
 
@@ -33,13 +33,35 @@ impl MultiplierCell {
     }
 }
 
-/// A policy with its live multiplier.
+/// How many limiter replicas share a policy's limits, as last counted from
+/// their heartbeats in Redis; zero until counted.
+#[derive(Debug, Default)]
+pub struct ReplicaCount(AtomicU32);
+
+impl ReplicaCount {
+    /// The last count, or `configured` if none was made yet.
+    pub fn get_or(&self, configured: u32) -> u32 {
+        match self.0.load(Ordering::Relaxed) {
+            0 => configured.max(1),
+            counted => counted,
+        }
+    }
+
+    /// Records a count.
+    pub fn set(&self, count: u32) {
+        self.0.store(count, Ordering::Relaxed);
+    }
+}
+
+/// A policy with the state that outlives its reloads.
 #[derive(Debug)]
 pub struct ServedPolicy {
     /// The compiled policy.
     pub policy: CompiledPolicy,
     /// Its multiplier.
     pub multiplier: Arc<MultiplierCell>,
+    /// How many replicas share it.
+    pub replicas: Arc<ReplicaCount>,
 }
 
 /// Why a check's policy name found no policy.
@@ -49,7 +71,9 @@ pub enum ResolveError {
     #[error("no policy {0:?} is loaded")]
     Unknown(String),
     /// The check named no policy and the limiter serves several (or none).
-    #[error("field `policy` is required: this limiter serves {0} policies")]
+    #[error(
+        "policy: is required because this limiter serves {0} policies; name one as <namespace>/<name>"
+    )]
     Ambiguous(usize),
 }
 
@@ -67,15 +91,17 @@ impl PolicySet {
             .into_iter()
             .map(|source| {
                 let policy = CompiledPolicy::compile(source);
-                let multiplier = previous
-                    .by_key
-                    .get(&policy.key)
+                let kept = previous.by_key.get(&policy.key);
+                let multiplier = kept
                     .map(|p| p.multiplier.clone())
                     .unwrap_or_else(|| Arc::new(MultiplierCell::new()));
-                (
-                    policy.key.clone(),
-                    Arc::new(ServedPolicy { policy, multiplier }),
-                )
+                let replicas = kept.map(|p| p.replicas.clone()).unwrap_or_default();
+                let served = ServedPolicy {
+                    policy,
+                    multiplier,
+                    replicas,
+                };
+                (served.policy.key.clone(), Arc::new(served))
             })
             .collect();
         Self { by_key }

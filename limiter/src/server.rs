@@ -7,19 +7,20 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::{
-    Limiter,
+    Fallback, Limiter,
+    breaker::Breaker,
     config::{Config, StoreKind},
-    http::{AppState, router},
+    http::{AppState, router, serve},
     metrics::Metrics,
     multiplier,
-    source::{self, Loaded, PolicySource},
+    source::{self, PolicySource},
     store::{MemoryStore, MemoryStoreConfig, RedisStore, Store},
 };
 
 /// How often expired counters are dropped from memory.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
-/// How often multipliers are read from Redis.
-const MULTIPLIER_INTERVAL: Duration = Duration::from_secs(1);
+/// How often each policy syncs with Redis (heartbeat, multiplier).
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the limiter until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -33,25 +34,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keys: Vec<String> = loaded.policies.iter().map(|p| p.key()).collect();
     tracing::info!(source = %source.describe(), policies = ?keys, "Loaded policies");
     let metrics = Arc::new(Metrics::new());
+    metrics.policies.set(keys.len() as i64);
 
     match config.store {
         StoreKind::Memory => {
             let store = memory_store(&config);
-            tokio::spawn(sweep(store.clone()));
-            serve(&config, source, loaded, store, metrics).await
+            let limiter = Arc::new(Limiter::new(loaded.policies, store.clone()));
+            tokio::spawn(sweep(store));
+            follow_source(&config, source, loaded.fingerprint, &limiter, &metrics);
+            listen(&config, limiter, metrics).await
         }
         StoreKind::Redis => {
             let redis_config = config.redis()?;
-            let store = RedisStore::connect(&redis_config)
+            let redis = RedisStore::connect(&redis_config)
                 .await
                 .with_context(|| format!("cannot connect to Redis at {}", redis_config.url))?;
             tracing::info!(url = %redis_config.url, cluster = redis_config.cluster, "Counting in Redis");
-            let limiter = serve_prepare(&config, source, loaded, store.clone(), metrics.clone());
+            let local = memory_store(&config);
+            let fallback = Fallback {
+                local: local.clone(),
+                breaker: Breaker::new(config.breaker_threshold),
+                metrics: metrics.clone(),
+            };
+            let limiter =
+                Arc::new(Limiter::new(loaded.policies, redis.clone()).with_fallback(fallback));
+            tokio::spawn(sweep(local));
+            follow_source(&config, source, loaded.fingerprint, &limiter, &metrics);
+            let probe = limiter.clone();
+            let interval = config.breaker_probe_interval;
+            tokio::spawn(async move { probe.probe_store(interval).await });
             tokio::spawn(multiplier::follow(
                 limiter.clone(),
-                store,
+                redis,
                 metrics.clone(),
-                MULTIPLIER_INTERVAL,
+                SYNC_INTERVAL,
             ));
             listen(&config, limiter, metrics).await
         }
@@ -66,36 +82,22 @@ fn memory_store(config: &Config) -> MemoryStore {
     MemoryStore::new(sizing)
 }
 
-async fn serve<S: Store>(
+/// Starts following the policy source for changes.
+fn follow_source<S: Store>(
     config: &Config,
     source: PolicySource,
-    loaded: Loaded,
-    store: S,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<()> {
-    let limiter = serve_prepare(config, source, loaded, store, metrics.clone());
-    listen(config, limiter, metrics).await
-}
-
-/// Builds the limiter and starts following the policy source.
-fn serve_prepare<S: Store>(
-    config: &Config,
-    source: PolicySource,
-    loaded: Loaded,
-    store: S,
-    metrics: Arc<Metrics>,
-) -> Arc<Limiter<S>> {
-    metrics.policies.set(loaded.policies.len() as i64);
-    let limiter = Arc::new(Limiter::new(loaded.policies, store));
+    seen: blake3::Hash,
+    limiter: &Arc<Limiter<S>>,
+    metrics: &Arc<Metrics>,
+) {
     let watch = source::watch(
         source,
-        loaded.fingerprint,
+        seen,
         limiter.clone(),
-        metrics,
+        metrics.clone(),
         config.reload_interval,
     );
     tokio::spawn(watch);
-    limiter
 }
 
 /// Serves the HTTP API until a shutdown signal, then finishes requests in
@@ -114,9 +116,14 @@ async fn listen<S: Store>(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "Serving the check API");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = config.serve_limits();
+    serve::serve(
+        listener,
+        serve::bounded(router(state), &limits),
+        limits,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("Stopped");
     Ok(())
 }

@@ -37,9 +37,9 @@ pub enum LoadError {
         /// The I/O error.
         source: io::Error,
     },
-    /// A file holds an invalid policy.
-    #[error(transparent)]
-    Invalid(#[from] DocumentErrors),
+    /// Files hold invalid policies: the problems of each such file.
+    #[error("{}", list(.0))]
+    Invalid(Vec<DocumentErrors>),
     /// Two documents define the same policy.
     #[error("policy {key} is defined twice, in {first} and {second}")]
     Duplicate {
@@ -118,15 +118,19 @@ impl PolicySource {
 
     fn parse(&self, texts: &[(String, String)]) -> Result<Vec<RateLimitPolicy>, LoadError> {
         let mut policies: Vec<(RateLimitPolicy, &str)> = Vec::new();
+        let mut invalid = Vec::new();
         for (name, text) in texts {
-            for policy in parse_policies(text, name)? {
-                if let Some((_, first)) = policies.iter().find(|(p, _)| p.key() == policy.key()) {
-                    let (key, first, second) = (policy.key(), first.to_string(), name.clone());
-                    return Err(LoadError::Duplicate { key, first, second });
-                }
-                policies.push((policy, name));
+            // Every file is read even after a bad one, so that one attempt
+            // shows every problem instead of one file per restart.
+            match parse_policies(text, name) {
+                Ok(parsed) => policies.extend(parsed.into_iter().map(|p| (p, name.as_str()))),
+                Err(errors) => invalid.push(errors),
             }
         }
+        if !invalid.is_empty() {
+            return Err(LoadError::Invalid(invalid));
+        }
+        check_unique(&policies)?;
         if policies.is_empty() {
             return Err(LoadError::Empty(self.describe()));
         }
@@ -140,6 +144,22 @@ impl PolicySource {
             Self::Path(path) => path.display().to_string(),
         }
     }
+}
+
+fn check_unique(policies: &[(RateLimitPolicy, &str)]) -> Result<(), LoadError> {
+    for (i, (policy, second)) in policies.iter().enumerate() {
+        let key = policy.key();
+        if let Some((_, first)) = policies[..i].iter().find(|(p, _)| p.key() == key) {
+            let (first, second) = (first.to_string(), second.to_string());
+            return Err(LoadError::Duplicate { key, first, second });
+        }
+    }
+    Ok(())
+}
+
+fn list(invalid: &[DocumentErrors]) -> String {
+    let shown: Vec<String> = invalid.iter().map(ToString::to_string).collect();
+    shown.join("\n")
 }
 
 /// A directory is read one level deep: every visible `.yaml`, `.yml` or
@@ -216,6 +236,7 @@ pub async fn watch<S: Store>(
             Poll::Unchanged => {}
             Poll::Unreadable(error) => {
                 if !unreadable {
+                    count("unreadable");
                     tracing::warn!(%error, "Cannot read policies; the last good policies keep serving");
                 }
                 unreadable = true;

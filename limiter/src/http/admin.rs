@@ -18,11 +18,34 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: at least one policy is served, so checks can be answered.
+/// `GET /readyz`: whether this replica should receive checks.
+///
+/// Ready when at least one policy is served and either the shared store is
+/// reachable or some served policy still decides without it (`local` or
+/// `allow`). A replica whose every policy says `deny` while the store is
+/// unreachable would only answer 503, so it reports not ready instead; a
+/// replica that can decide keeps receiving traffic, degraded or not.
 pub async fn readyz<S: Store>(State(state): State<Arc<AppState<S>>>) -> Response {
-    match state.limiter.policies().is_empty() {
-        false => (StatusCode::OK, "ready\n").into_response(),
-        true => (StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n").into_response(),
+    let policies = state.limiter.policies();
+    if policies.is_empty() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n").into_response();
+    }
+    if !state.limiter.is_degraded() {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let decides = policies
+        .iter()
+        .any(|p| p.policy.on_store_failure != OnStoreFailure::Deny);
+    match decides {
+        true => (
+            StatusCode::OK,
+            "ready (degraded: the shared store is unreachable)\n",
+        )
+            .into_response(),
+        false => {
+            let why = "not ready: the shared store is unreachable and every policy refuses checks meanwhile\n";
+            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+        }
     }
 }
 
@@ -100,4 +123,10 @@ pub async fn not_found() -> ApiError {
         None,
         "no such endpoint; see /v1/check, /v1/policies, /healthz, /readyz, /metrics",
     )
+}
+
+/// A known path with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    let message = "method not allowed; checks are POST /v1/check, the rest are GET";
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, None, message)
 }

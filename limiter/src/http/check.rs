@@ -97,6 +97,8 @@ async fn decide<S: Store>(state: &AppState<S>, body: Body) -> Result<Response, A
                 ApiError::bad_request("policy", e.to_string())
             }
             CheckError::Store(e) => ApiError::unavailable(format!("cannot decide now: {e}")),
+            // Never a 429: the client did nothing wrong, the limiter cannot count.
+            CheckError::Unavailable => ApiError::unavailable(e.to_string()).degraded(),
         })?;
     state
         .metrics
@@ -146,8 +148,10 @@ fn parse(bytes: &[u8]) -> Result<CheckBody<'_>, ApiError> {
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let body: CheckBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // `.` is the body itself; `?` a key that could not be read, as when
+        // the body ends inside the object.
         let field = match e.path().to_string() {
-            p if p == "." => "body".to_owned(),
+            p if p == "." || p == "?" => "body".to_owned(),
             p => p,
         };
         let message = format!("{field}: {}", e.inner());
@@ -186,6 +190,10 @@ fn parse_cost(cost: Option<&serde_json::Number>) -> Result<u64, ApiError> {
                 Err(bad("must not be negative"))
             } else if value.fract() != 0.0 {
                 Err(bad("must be a whole number"))
+            } else if value <= MAX_COST as f64 {
+                // JSON does not tell 2 from 2.0 or 2e0: a whole number
+                // counts however it is written.
+                Ok(value as u64)
             } else {
                 Err(bad(&format!("must be at most {MAX_COST}")))
             }

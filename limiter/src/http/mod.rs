@@ -16,6 +16,7 @@ use crate::{Limiter, metrics::Metrics, store::Store};
 mod admin;
 mod check;
 pub mod headers;
+pub mod serve;
 
 pub use check::MAX_COST;
 
@@ -38,6 +39,7 @@ pub fn router<S: Store>(state: Arc<AppState<S>>) -> Router {
         .route("/readyz", get(admin::readyz::<S>))
         .route("/metrics", get(admin::metrics::<S>))
         .fallback(admin::not_found)
+        .method_not_allowed_fallback(admin::method_not_allowed)
         .with_state(state)
 }
 
@@ -48,6 +50,7 @@ pub struct ApiError {
     status: StatusCode,
     field: Option<String>,
     message: String,
+    degraded: bool,
 }
 
 #[derive(Serialize)]
@@ -55,6 +58,8 @@ struct ErrorBody<'a> {
     error: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    degraded: bool,
 }
 
 impl ApiError {
@@ -63,6 +68,15 @@ impl ApiError {
             status,
             field: field.map(str::to_owned),
             message: message.into(),
+            degraded: false,
+        }
+    }
+
+    /// Marks the error as a decision made without the shared store.
+    fn degraded(self) -> Self {
+        Self {
+            degraded: true,
+            ..self
         }
     }
 
@@ -84,6 +98,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: &self.message,
             field: self.field.as_deref(),
+            degraded: self.degraded,
         };
         (self.status, json(&body)).into_response()
     }

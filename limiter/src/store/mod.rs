@@ -60,6 +60,11 @@ pub trait Store: Send + Sync + 'static {
         cost: u64,
     ) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
 
+    /// Whether the store answers now; the breaker's probe.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+
     /// How many counters this process holds in its own memory, if any.
     fn local_counters(&self) -> Option<usize> {
         None

@@ -22,6 +22,12 @@ pub fn counter_key(prefix: &str, digest: &CounterKey) -> String {
     key
 }
 
+/// The sorted set of a policy's live limiter replicas, scored by their
+/// last heartbeat; it shares the multiplier key's slot.
+pub fn limiters_key(policy_key: &str) -> String {
+    format!("sluice:{{{policy_key}}}:limiters")
+}
+
 /// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the
 /// text between the first `{` and the next `}`, when not empty), or of the
 /// whole key, modulo 16384.

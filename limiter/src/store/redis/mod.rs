@@ -24,7 +24,7 @@ use redis::{
     cluster_async::ClusterConnection,
 };
 
-pub use keys::{counter_key, slot};
+pub use keys::{counter_key, limiters_key, slot};
 
 use super::{CounterSpec, Outcome, Store, StoreError};
 use crate::{clock::Clock, window::Snapshot};
@@ -97,22 +97,27 @@ impl RedisStore {
         }
     }
 
-    /// Runs a pipeline of commands whose keys share one slot, such as the
-    /// multiplier read.
-    pub async fn pipeline<T: redis::FromRedisValue>(
+    /// One limiter's once-a-second exchange with Redis about a policy:
+    /// records this replica's heartbeat, and reads the policy's published
+    /// multiplier (raw), the number of live replicas, and Redis time.
+    pub async fn sync_policy(
         &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, StoreError> {
-        let call = async {
-            match &self.connection {
-                Connection::Single(c) => pipe.query_async(&mut c.clone()).await,
-                Connection::Cluster(c) => pipe.query_async(&mut c.clone()).await,
-            }
-        };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(backend_error),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        policy_key: &str,
+        instance: &str,
+        liveness: Duration,
+    ) -> Result<PolicySync, StoreError> {
+        let mut invocation = script::SYNC.prepare_invoke();
+        invocation
+            .key(sluice_crds::multiplier_key(policy_key))
+            .key(keys::limiters_key(policy_key));
+        invocation.arg(instance).arg(liveness.as_millis() as u64);
+        let (multiplier, now_ms, replicas): (String, u64, u32) = self.invoke(&invocation).await?;
+        let multiplier = (!multiplier.is_empty()).then_some(multiplier);
+        Ok(PolicySync {
+            multiplier,
+            now_ms,
+            replicas,
+        })
     }
 
     /// Checks the counters at `indexes` (all in one slot) in one call.
@@ -176,6 +181,17 @@ impl RedisStore {
     }
 }
 
+/// What [`RedisStore::sync_policy`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicySync {
+    /// The stored multiplier value, if any.
+    pub multiplier: Option<String>,
+    /// Redis time, ms since the epoch.
+    pub now_ms: u64,
+    /// Replicas whose heartbeat is fresh, this one included.
+    pub replicas: u32,
+}
+
 /// What one slot's call answered.
 struct SlotOutcome {
     admitted: bool,
@@ -221,6 +237,20 @@ impl SlotOutcome {
 }
 
 impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let call = async {
+            let ping = redis::cmd("PING");
+            match &self.connection {
+                Connection::Single(c) => ping.query_async::<String>(&mut c.clone()).await,
+                Connection::Cluster(c) => ping.query_async::<String>(&mut c.clone()).await,
+            }
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map(drop).map_err(backend_error),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
     async fn check(&self, counters: &[CounterSpec], cost: u64) -> Result<Outcome, StoreError> {
         let keys: Vec<String> = counters
             .iter()

@@ -36,6 +36,24 @@ pub static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(CHECK_LUA));
 /// window has rolled since gets the refund in its previous count.
 pub static REFUND: LazyLock<Script> = LazyLock::new(|| Script::new(REFUND_LUA));
 
+/// A limiter's heartbeat for one policy, and what it needs to know back.
+///
+/// `KEYS[1]`: the policy's multiplier key; `KEYS[2]`: its set of live
+/// limiters. `ARGV[1]`: this limiter's instance id; `ARGV[2]`: how long a
+/// heartbeat stays fresh, in ms. Records the heartbeat at Redis time, drops
+/// stale ones, and returns `{multiplier or '', now, live replicas}`.
+pub static SYNC: LazyLock<Script> = LazyLock::new(|| Script::new(SYNC_LUA));
+
+const SYNC_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fresh = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - fresh)
+redis.call('PEXPIRE', KEYS[2], 2 * fresh)
+return {redis.call('GET', KEYS[1]) or '', now, redis.call('ZCARD', KEYS[2])}
+"#;
+
 const CHECK_LUA: &str = r#"
 local now
 if ARGV[1] == '' then
