@@ -65,7 +65,17 @@ fn crd_names_match_the_contract() {
         .flatten()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(columns, ["Multiplier", "Ready", "Accepted", "Age"]);
+    assert_eq!(
+        columns,
+        [
+            "Multiplier",
+            "Ready",
+            "Accepted",
+            "Status",
+            "Message",
+            "Age"
+        ]
+    );
 }
 
 #[test]

@@ -1,0 +1,32 @@
+//! The wall clock, injected so that status times can be fixed in tests.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+
+/// Tells the time written into conditions and leases.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
+
+impl Clock {
+    /// The system's clock.
+    pub fn system() -> Self {
+        Self(Arc::new(Timestamp::now))
+    }
+
+    /// A clock stopped at `at`.
+    pub fn fixed(at: Timestamp) -> Self {
+        Self(Arc::new(move || at))
+    }
+
+    /// The time now.
+    pub fn now(&self) -> Timestamp {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
+}
