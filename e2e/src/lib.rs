@@ -5,12 +5,14 @@
 mod binaries;
 mod limiter;
 mod process;
+mod prometheus;
 mod redis;
 mod wait;
 
 pub use binaries::binary;
 pub use limiter::{LimiterProcess, Reply};
 pub use process::{Process, free_port};
+pub use prometheus::Prometheus;
 pub use redis::{RedisCluster, RedisServer, redis_cli};
 pub use wait::{eventually, wait_for_http};
 

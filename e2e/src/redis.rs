@@ -2,7 +2,7 @@
 
 use std::{
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -29,7 +29,7 @@ impl RedisServer {
         let port = free_port_pair();
         let dir = tempfile::tempdir().expect("redis dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let process = spawn(port, &dir.path().to_owned(), &extra);
+        let process = spawn(port, dir.path(), &extra);
         let server = Self {
             port,
             process,
@@ -59,7 +59,7 @@ impl RedisServer {
     /// nothing it held survives.
     pub fn restart(&mut self) {
         self.process.kill();
-        self.process = spawn(self.port, &self.dir.path().to_owned(), &self.extra);
+        self.process = spawn(self.port, self.dir.path(), &self.extra);
         self.wait_ready();
     }
 
@@ -96,7 +96,7 @@ impl RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &PathBuf, extra: &[String]) -> Process {
+fn spawn(port: u16, dir: &Path, extra: &[String]) -> Process {
     let mut args: Vec<String> = [
         "--port",
         &port.to_string(),
@@ -198,8 +198,7 @@ impl RedisCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let ok = self
-                .nodes
-                .iter()
+                .live_nodes()
                 .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
             if ok {
                 return;
@@ -214,22 +213,25 @@ impl RedisCluster {
 
     /// The node serving `key`'s slot as master now.
     pub fn master_of(&self, key: &str) -> &RedisServer {
-        let slot: u16 = self.nodes[0]
+        self.try_master_of(key).expect("slot served")
+    }
+
+    /// The node serving `key`'s slot as master now, as a live node sees
+    /// it; `None` while no healthy master serves it (during a failover).
+    pub fn try_master_of(&self, key: &str) -> Option<&RedisServer> {
+        let live = self.live_nodes().next().expect("a live node");
+        let slot: u16 = live
             .cli(&["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
             .expect("a slot");
-        let live = self
-            .nodes
-            .iter()
-            .find(|n| n.cli(&["PING"]).trim() == "PONG")
-            .expect("a live node");
-        let port =
-            master_port_of_slot(&live.cli(&["CLUSTER", "NODES"]), slot).expect("slot served");
-        self.nodes
-            .iter()
-            .find(|n| n.port == port)
-            .expect("a node of ours")
+        let port = master_port_of_slot(&live.cli(&["CLUSTER", "NODES"]), slot)?;
+        self.nodes.iter().find(|n| n.port == port)
+    }
+
+    /// The nodes that answer now.
+    fn live_nodes(&self) -> impl Iterator<Item = &RedisServer> {
+        self.nodes.iter().filter(|n| n.cli(&["PING"]).trim() == "PONG")
     }
 }
 

@@ -3,7 +3,7 @@
 //! a request reaches.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -84,7 +84,7 @@ fn policy_file(dir: &tempfile::TempDir, limits: &str) -> PathBuf {
     path
 }
 
-async fn replicas(backend: &Backend, policy: &PathBuf, n: usize) -> Vec<LimiterProcess> {
+async fn replicas(backend: &Backend, policy: &Path, n: usize) -> Vec<LimiterProcess> {
     let args = backend.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     join_all((0..n).map(|_| LimiterProcess::start(policy, &args))).await
@@ -363,7 +363,7 @@ async fn a_check_spanning_cluster_slots_admits_exactly_and_refunds_on_deny() {
 
 /// A user id whose `per-user` and `search` counters hash to different
 /// cluster slots, found by computing their real Redis keys.
-fn user_with_counters_in_two_slots(policy: &PathBuf) -> String {
+fn user_with_counters_in_two_slots(policy: &Path) -> String {
     use sluice_limiter::{
         policy::{CompiledPolicy, Request},
         store::redis::{counter_key, slot},

@@ -27,6 +27,9 @@ pub enum Command {
     Run(RunArgs),
     /// Print the RBAC roles and bindings the operator needs, as YAML.
     Rbac(RbacArgs),
+    /// Run the adaptive loop of the policies in a file, without
+    /// Kubernetes: signals from Prometheus, multipliers to Redis.
+    Adapt(crate::adaptive::standalone::AdaptArgs),
 }
 
 /// Settings of `sluice-operator run`.

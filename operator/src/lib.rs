@@ -8,6 +8,7 @@
 //! uses. The adaptive controller will live beside these, in its own
 //! module.
 
+pub mod adaptive;
 pub mod apply;
 pub mod backoff;
 pub mod cli;

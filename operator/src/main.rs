@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sluice_operator::{
+    adaptive,
     cli::{Cli, Command, RbacArgs},
     rbac, run,
 };
@@ -21,6 +22,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run(args) => run::run(args).await,
         Command::Rbac(args) => print_rbac(&args),
+        Command::Adapt(args) => adaptive::standalone::adapt(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

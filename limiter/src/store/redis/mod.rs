@@ -120,6 +120,22 @@ impl RedisStore {
         })
     }
 
+    /// Publishes `multiplier` for policy `<namespace>/<name>`, stamped with
+    /// Redis time; the key expires after `ttl`. What the operator calls.
+    pub async fn publish_multiplier(
+        &self,
+        policy_key: &str,
+        multiplier: f64,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut invocation = script::PUBLISH.prepare_invoke();
+        invocation.key(sluice_crds::multiplier_key(policy_key));
+        invocation
+            .arg(multiplier.to_string())
+            .arg(ttl.as_millis().max(1) as u64);
+        self.invoke::<i64>(&invocation).await.map(drop)
+    }
+
     /// Checks the counters at `indexes` (all in one slot) in one call.
     async fn check_slot(
         &self,

@@ -44,6 +44,19 @@ pub static REFUND: LazyLock<Script> = LazyLock::new(|| Script::new(REFUND_LUA));
 /// stale ones, and returns `{multiplier or '', now, live replicas}`.
 pub static SYNC: LazyLock<Script> = LazyLock::new(|| Script::new(SYNC_LUA));
 
+/// Publishes a policy's multiplier, stamped with Redis time.
+///
+/// `KEYS[1]`: the multiplier key. `ARGV[1]`: the multiplier; `ARGV[2]`: the
+/// key's time to live in ms. Returns the stamp.
+pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_LUA));
+
+const PUBLISH_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. string.format('%d', now), 'PX', ARGV[2])
+return now
+"#;
+
 const SYNC_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -1,0 +1,143 @@
+//! `sluice-operator adapt`: the adaptive loop without Kubernetes.
+//!
+//! Reads policies from a file, and for each policy that adapts, every
+//! interval: reads its signals from Prometheus, moves its multiplier,
+//! publishes it in Redis for the limiters, and prints the decision as one
+//! JSON line on stdout. For VMs, and for the end-to-end tests.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use prometheus_http_query::Client;
+use sluice_limiter::store::{RedisConfig, RedisStore};
+
+use super::{adapter::Adapter, signals};
+use crate::cli::parse_duration;
+
+/// Settings of `sluice-operator adapt`.
+#[derive(Args, Debug, Clone)]
+pub struct AdaptArgs {
+    /// A file of RateLimitPolicy documents; those with `adaptive` adapt.
+    #[arg(long)]
+    pub policy: PathBuf,
+
+    /// Redis the limiters read multipliers from: `redis://host:port`.
+    #[arg(long, env = "SLUICE_REDIS_URL")]
+    pub redis: String,
+
+    /// The Redis URL names nodes of a Redis Cluster.
+    #[arg(long)]
+    pub redis_cluster: bool,
+
+    /// A file holding the Redis password (or SLUICE_REDIS_PASSWORD).
+    #[arg(long)]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// Prometheus to read signals from; overrides each policy's
+    /// `adaptive.prometheus.url`.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+
+    /// Overrides each policy's `adaptive.interval`.
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// The longest a Prometheus query or Redis call may take.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Runs until Ctrl-C or SIGTERM.
+pub async fn adapt(args: AdaptArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.policy)
+        .with_context(|| format!("cannot read {}", args.policy.display()))?;
+    let policies = sluice_crds::parse_policies(&text, &args.policy.display().to_string())?;
+    let adapters: Vec<Adapter> = policies
+        .iter()
+        .filter_map(|p| Adapter::for_policy(p, None))
+        .collect();
+    anyhow::ensure!(
+        !adapters.is_empty(),
+        "no policy in {} has spec.adaptive",
+        args.policy.display()
+    );
+    let redis = RedisStore::connect(&redis_config(&args)?)
+        .await
+        .context("cannot connect to Redis")?;
+    let stale: Vec<Duration> = policies
+        .iter()
+        .filter(|p| p.spec.adaptive.is_some())
+        .map(|p| p.spec.multiplier_stale_after().as_std())
+        .collect();
+
+    let mut loops = tokio::task::JoinSet::new();
+    for (mut adapter, stale_after) in adapters.into_iter().zip(stale) {
+        if let Some(interval) = args.interval {
+            adapter.interval = interval;
+        }
+        let url = args
+            .prometheus
+            .clone()
+            .unwrap_or_else(|| adapter.prometheus_url.clone());
+        let prometheus =
+            Client::try_from(url.as_str()).with_context(|| format!("bad Prometheus URL {url}"))?;
+        loops.spawn(run_one(
+            adapter,
+            prometheus,
+            redis.clone(),
+            stale_after * 3,
+            args.timeout,
+        ));
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = loops.join_next() => {},
+    }
+    Ok(())
+}
+
+/// One policy's loop; the published key lives `ttl`, several intervals.
+async fn run_one(
+    mut adapter: Adapter,
+    prometheus: Client,
+    redis: RedisStore,
+    ttl: Duration,
+    timeout: Duration,
+) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(adapter.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let reading = signals::read(&prometheus, &adapter.queries, timeout).await;
+        let decision = adapter.tick(&reading, started.elapsed());
+        let published = redis
+            .publish_multiplier(&adapter.policy, decision.multiplier, ttl)
+            .await;
+        if let Err(error) = &published {
+            tracing::warn!(policy = %adapter.policy, %error, "Failed to publish the multiplier; limiters keep the last one");
+        }
+        let mut line = serde_json::to_value(&decision).unwrap_or_default();
+        line["published"] = published.is_ok().into();
+        println!("{line}");
+    }
+}
+
+fn redis_config(args: &AdaptArgs) -> anyhow::Result<RedisConfig> {
+    let password = match &args.redis_password_file {
+        Some(path) => Some(std::fs::read_to_string(path)?.trim_end().to_owned()),
+        None => std::env::var("SLUICE_REDIS_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
+    };
+    Ok(RedisConfig {
+        url: args.redis.clone(),
+        cluster: args.redis_cluster,
+        password,
+        timeout: args.timeout,
+    })
+}
