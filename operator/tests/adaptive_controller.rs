@@ -430,3 +430,32 @@ fn doubling_sensitivity_deepens_a_cut() {
     };
     assert!(first_cut(0.6) < first_cut(0.3));
 }
+
+/// The worked example of docs/adaptive.md, tick by tick.
+#[test]
+fn the_worked_example_in_the_docs_holds() {
+    let settings = settings();
+    let mut state = State::new(&settings);
+    let ticks = [
+        (15, 0.054, 0.8, 0.85),
+        (30, 0.103, 0.8, 0.484),
+        (45, 0.153, 0.8, 0.242),
+        (60, 0.2, 0.6, 0.242),
+        (120, 0.2, 0.4, 0.242),
+        (135, 0.2, 0.24, 0.12),
+    ];
+    for (t, errors, served, expected) in ticks {
+        let observation = Observation {
+            cpu: Some(0.3),
+            latency: Some(0.1),
+            errors: Some(errors),
+            request_rate: Some(served * BASE_RATE),
+        };
+        state = step(&settings, &state, &observation, Duration::from_secs(t)).0;
+        assert!(
+            (state.multiplier - expected).abs() < 0.001,
+            "at {t}s: {} not {expected}",
+            state.multiplier
+        );
+    }
+}
