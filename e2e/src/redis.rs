@@ -231,7 +231,9 @@ impl RedisCluster {
 
     /// The nodes that answer now.
     fn live_nodes(&self) -> impl Iterator<Item = &RedisServer> {
-        self.nodes.iter().filter(|n| n.cli(&["PING"]).trim() == "PONG")
+        self.nodes
+            .iter()
+            .filter(|n| n.cli(&["PING"]).trim() == "PONG")
     }
 }
 

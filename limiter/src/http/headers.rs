@@ -8,8 +8,6 @@
 //! field cannot express); `RateLimit` gives what remains (`r`) and the
 //! seconds until the whole quota is back (`t`).
 
-use std::fmt::Write;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::decision::Decision;
@@ -30,24 +28,21 @@ pub fn insert(headers: &mut HeaderMap, decision: &Decision) {
     if decision.limits.is_empty() {
         return;
     }
-    let mut policy = String::with_capacity(32 * decision.limits.len());
-    let mut state = String::with_capacity(32 * decision.limits.len());
-    for (i, limit) in decision.limits.iter().enumerate() {
-        let sep = if i == 0 { "" } else { ", " };
-        // Limit names are DNS labels: they need no escaping in an sf-string.
-        let _ = write!(policy, "{sep}\"{}\";q={}", limit.name, limit.effective);
-        if limit.window_ms % 1000 == 0 {
-            let _ = write!(policy, ";w={}", limit.window_ms / 1000);
-        }
-        let reset = ceil_secs(limit.reset_after_ms);
-        let _ = write!(
-            state,
-            "{sep}\"{}\";r={};t={reset}",
-            limit.name, limit.remaining
-        );
+    let mut policy = String::with_capacity(48 * decision.limits.len());
+    let mut state = String::with_capacity(48 * decision.limits.len());
+    for limit in &decision.limits {
+        // `w` is in whole seconds: a sub-second window is left out.
+        let quota = [("q", limit.effective), ("w", limit.window_ms / 1000)];
+        let shown = if limit.window_ms % 1000 == 0 { 2 } else { 1 };
+        push_item(&mut policy, &limit.name, &quota[..shown]);
+        let left = [
+            ("r", limit.remaining),
+            ("t", ceil_secs(limit.reset_after_ms)),
+        ];
+        push_item(&mut state, &limit.name, &left);
     }
     for (name, value) in [(&RATELIMIT_POLICY, policy), (&RATELIMIT, state)] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Ok(value) = HeaderValue::try_from(value) {
             headers.insert(name.clone(), value);
         }
     }
@@ -56,6 +51,28 @@ pub fn insert(headers: &mut HeaderMap, decision: &Decision) {
             http::header::RETRY_AFTER,
             HeaderValue::from(ceil_secs(wait)),
         );
+    }
+}
+
+/// Appends one member to a Structured Field list: `"name";key=value…`.
+///
+/// Built by hand rather than with `write!`: these headers go out with every
+/// check, and the formatting machinery made them take twice as long (see
+/// `parts/rate_limit_headers` in docs/benchmarks.md).
+fn push_item(list: &mut String, name: &str, params: &[(&str, u64)]) {
+    if !list.is_empty() {
+        list.push_str(", ");
+    }
+    // Limit names are DNS labels: they need no escaping in an sf-string.
+    list.push('"');
+    list.push_str(name);
+    list.push('"');
+    let mut digits = itoa::Buffer::new();
+    for (key, value) in params {
+        list.push(';');
+        list.push_str(key);
+        list.push('=');
+        list.push_str(digits.format(*value));
     }
 }
 

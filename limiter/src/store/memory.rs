@@ -366,8 +366,8 @@ mod tests {
     fn evicted_counter_starts_over_and_the_rest_keep_counting() {
         let (store, _) = store(1);
         let (a, b) = (spec(1, 1), spec(2, 1));
-        assert!(store.check_now(&[a.clone()], 1).admitted);
-        assert!(!store.check_now(&[a.clone()], 1).admitted);
+        assert!(store.check_now(std::slice::from_ref(&a), 1).admitted);
+        assert!(!store.check_now(std::slice::from_ref(&a), 1).admitted);
         // A capacity of one per shard: a second counter in a's shard evicts it.
         let same_shard = (3..10_000)
             .map(|n| spec(n, 1))
@@ -407,7 +407,7 @@ mod tests {
     fn a_denied_check_writes_no_counter() {
         let (store, _) = store(1_000);
         let (free, full) = (spec(1, 5), spec(2, 1));
-        store.check_now(&[full.clone()], 1);
+        store.check_now(std::slice::from_ref(&full), 1);
         assert!(!store.check_now(&[free, full], 1).admitted);
         assert_eq!(store.len(), 1, "the free counter was not created");
     }
