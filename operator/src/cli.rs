@@ -69,6 +69,11 @@ pub struct RunArgs {
     /// How often the Lease is tried.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub retry_period: Duration,
+
+    /// The longest a Prometheus query, or connecting and publishing to
+    /// Redis, may take during an adaptation tick.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub adaptive_timeout: Duration,
 }
 
 impl RunArgs {
@@ -129,6 +134,7 @@ mod tests {
         );
         assert_eq!(args.limiter_image.split('/').count(), 2);
         assert_eq!(args.timings(), Timings::default());
+        assert_eq!(args.adaptive_timeout, Duration::from_secs(5));
     }
 
     #[test]

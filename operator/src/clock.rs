@@ -1,4 +1,5 @@
-//! The wall clock, injected so that status times can be fixed in tests.
+//! The wall clock, injected so that status times can be fixed in tests,
+//! and adaptation ticks timed by hand.
 
 use std::sync::Arc;
 
@@ -17,6 +18,11 @@ impl Clock {
     /// A clock stopped at `at`.
     pub fn fixed(at: Timestamp) -> Self {
         Self(Arc::new(move || at))
+    }
+
+    /// A clock that asks `now` for the time; tests move it by hand.
+    pub fn from_fn(now: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
     }
 
     /// The time now.

@@ -11,6 +11,9 @@ pub const ACCEPTED: &str = "Accepted";
 pub const READY: &str = "Ready";
 /// The limiters run, but not as the policy asks.
 pub const DEGRADED: &str = "Degraded";
+/// The adaptive multiplier follows the target's health and reaches the
+/// limiters.
+pub const ADAPTING: &str = "Adapting";
 
 /// Reasons the operator gives, one per situation a person may act on.
 pub mod reason {
@@ -33,12 +36,35 @@ pub mod reason {
     pub const REPLICA_FAILURE: &str = "ReplicaFailure";
     /// `Degraded=False`: nothing is wrong.
     pub const HEALTHY: &str = "Healthy";
+    /// `Adapting=True`: the last tick cut the multiplier under pressure.
+    pub const CUTTING: &str = "Cutting";
+    /// `Adapting=True`: the last tick raised the multiplier after a
+    /// healthy period.
+    pub const RECOVERING: &str = "Recovering";
+    /// `Adapting=True`: under pressure, waiting for the last cut to show
+    /// in the signals.
+    pub const SETTLING: &str = "Settling";
+    /// `Adapting=True`: neither healthy long enough to recover nor under
+    /// pressure enough to cut.
+    pub const HOLDING: &str = "Holding";
+    /// `Adapting=False`: every query to Prometheus failed; the multiplier
+    /// holds.
+    pub const PROMETHEUS_UNAVAILABLE: &str = "PrometheusUnavailable";
+    /// `Adapting=False`: Prometheus answered, but no signal could be used;
+    /// the multiplier holds.
+    pub const SIGNALS_UNKNOWN: &str = "SignalsUnknown";
+    /// `Adapting=False`: the multiplier could not be published in Redis;
+    /// the limiters keep the last one they read.
+    pub const PUBLISH_FAILED: &str = "PublishFailed";
+    /// `Adapting=False`: the policy has no `spec.limiter.redis`, so the
+    /// limiters cannot read the multiplier.
+    pub const NO_REDIS: &str = "NoRedis";
 }
 
 /// A condition before it is stamped with its transition time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
-    /// `Accepted`, `Ready` or `Degraded`.
+    /// `Accepted`, `Ready`, `Adapting` or `Degraded`.
     pub type_: &'static str,
     /// Whether the condition holds.
     pub status: bool,

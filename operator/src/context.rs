@@ -1,7 +1,8 @@
 //! What every reconcile shares: the client, the event recorder, the
-//! rendering settings, leadership, metrics, the clock and retry state.
+//! rendering settings, leadership, metrics, the clock, retry state, and
+//! what adaptation needs.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use kube::{
     Client,
@@ -9,8 +10,36 @@ use kube::{
 };
 
 use crate::{
-    backoff::Retries, clock::Clock, leader::Leadership, metrics::Metrics, render::RenderConfig,
+    adaptive::{
+        adapters::Adapters,
+        sink::{MultiplierSink, RedisSink},
+        source::{PrometheusSignals, SignalSource},
+    },
+    backoff::Retries,
+    clock::Clock,
+    leader::Leadership,
+    metrics::Metrics,
+    render::RenderConfig,
 };
+
+/// Where adaptation reads signals and publishes multipliers.
+#[derive(Clone)]
+pub struct Adaptation {
+    /// Reads a policy's signals.
+    pub signals: Arc<dyn SignalSource>,
+    /// Publishes a policy's multiplier for its limiters.
+    pub sink: Arc<dyn MultiplierSink>,
+}
+
+impl Adaptation {
+    /// Prometheus over HTTP and Redis, each call bounded by `timeout`.
+    pub fn connected(timeout: Duration) -> Self {
+        Self {
+            signals: Arc::new(PrometheusSignals::new(timeout)),
+            sink: Arc::new(RedisSink::new(timeout)),
+        }
+    }
+}
 
 /// The reconciler's shared state.
 pub struct Context {
@@ -24,10 +53,14 @@ pub struct Context {
     pub leadership: Leadership,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
-    /// The time written into conditions.
+    /// The time written into conditions, and the time adaptation ticks on.
     pub clock: Clock,
     /// Consecutive failures per policy, for backoff.
     pub retries: Retries,
+    /// Where adaptation reads and publishes.
+    pub adaptation: Adaptation,
+    /// Each adaptive policy's controller.
+    pub adapters: Adapters,
 }
 
 impl Context {
@@ -39,6 +72,7 @@ impl Context {
         metrics: Arc<Metrics>,
         clock: Clock,
         instance: Option<String>,
+        adaptation: Adaptation,
     ) -> Self {
         let reporter = Reporter {
             controller: crate::render::MANAGER.to_owned(),
@@ -52,6 +86,8 @@ impl Context {
             metrics,
             clock,
             retries: Retries::default(),
+            adaptation,
+            adapters: Adapters::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ use kube::{
 use sluice_crds::RateLimitPolicy;
 
 use crate::{
+    adapt,
     context::Context,
     reconcile::{error_policy, reconcile},
     render::{LABEL_MANAGED_BY, MANAGER},
@@ -49,15 +50,23 @@ pub fn build(client: Client) -> Controller<RateLimitPolicy> {
 
 /// Runs the controller until `stop` resolves; reconciles under way finish
 /// first.
+///
+/// Adaptive controllers are started afresh each time (from each policy's
+/// status), since another replica may have led meanwhile.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let controller = build(ctx.client.clone());
+    adapt::forget_all(&ctx);
     ctx.metrics.count_policies_in(Some(controller.store()));
     controller
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move { log(result) })
+        .for_each(|result| {
+            let ctx = ctx.clone();
+            async move { settle(result, &ctx) }
+        })
         .await;
     ctx.metrics.count_policies_in(None);
+    adapt::forget_all(&ctx);
 }
 
 type Ran = Result<
@@ -68,13 +77,18 @@ type Ran = Result<
     controller::Error<crate::reconcile::Error, watcher::Error>,
 >;
 
-fn log(result: Ran) {
+/// Logs how a reconcile ended, and forgets a policy found gone. An
+/// adaptive policy is always requeued, so its deletion shows here within
+/// one interval.
+fn settle(result: Ran, ctx: &Context) {
     match result {
         Ok((policy, _)) => tracing::trace!(policy = %policy, "Reconcile finished"),
         // error_policy has logged it.
         Err(controller::Error::ReconcilerFailed(..)) => {}
         // A policy deleted between the event and the reconcile.
         Err(controller::Error::ObjectNotFound(policy)) => {
+            let namespace = policy.namespace.as_deref().unwrap_or_default();
+            adapt::forget(ctx, &format!("{namespace}/{}", policy.name));
             tracing::debug!(policy = %policy, "Policy gone before its reconcile")
         }
         Err(error) => tracing::warn!(error = %error, "Controller error"),

@@ -1,12 +1,13 @@
-//! Which Kubernetes Events a reconcile publishes: one for each failure and
-//! each change of readiness, decided from the statuses before and after.
+//! Which Kubernetes Events a reconcile publishes: one for each failure,
+//! each change of readiness and each change of `Adapting` between `True`
+//! and `False`, decided from the statuses before and after.
 //! Pure; [`crate::reconcile`] publishes what this returns.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::events::{Event, EventType};
 use sluice_crds::RateLimitPolicyStatus;
 
-use crate::conditions::{self, ACCEPTED, DEGRADED, READY, reason};
+use crate::conditions::{self, ACCEPTED, ADAPTING, DEGRADED, READY, reason};
 
 /// The most an Event's note may hold, in bytes.
 pub const MAX_NOTE: usize = 1024;
@@ -52,8 +53,10 @@ impl Notice {
 
 /// Events for what changed from `old` to `new`: a spec newly rejected (or
 /// rejected for other problems), `Ready` changing, a new kind of
-/// degradation. Rewriting an unchanged status yields none, so that a
-/// reconcile repeated on the same generation stays quiet.
+/// degradation, `Adapting` turning `True` or `False`. Rewriting an
+/// unchanged status yields none, so that a reconcile repeated on the same
+/// generation stays quiet; so does an adaptation tick that changes only
+/// the multiplier, the signals or the reason.
 ///
 /// `old` comes from the controller's cache, which can lag the operator's
 /// own last status write by a moment; a reconcile in that moment repeats
@@ -91,6 +94,17 @@ pub fn changes(old: Option<&RateLimitPolicyStatus>, new: &RateLimitPolicyStatus)
                 &degraded.reason,
                 "Rollout",
                 &degraded.message,
+            ));
+        }
+    }
+    if let Some(adapting) = conditions::find(after, ADAPTING) {
+        let was = conditions::find(before, ADAPTING).map(|c| c.status.as_str());
+        if was != Some(adapting.status.as_str()) {
+            notices.push(Notice::new(
+                adapting.status == "False",
+                &adapting.reason,
+                "Adapt",
+                &adapting.message,
             ));
         }
     }
@@ -198,6 +212,26 @@ mod tests {
         assert_eq!(notices.len(), 1);
         assert!(notices[0].warning);
         assert_eq!(changes(Some(&stuck), &stuck), []);
+    }
+
+    #[test]
+    fn adapting_turning_false_is_a_warning_and_its_reasons_are_not_news() {
+        let cutting = status(vec![Observed::holds(ADAPTING, reason::CUTTING, "0.5")]);
+        let holding = status(vec![Observed::holds(ADAPTING, reason::HOLDING, "0.5")]);
+        assert_eq!(changes(Some(&cutting), &holding), []);
+
+        let blind = Observed::fails(ADAPTING, reason::PROMETHEUS_UNAVAILABLE, "refused");
+        let blind = status(vec![blind]);
+        let notices = changes(Some(&holding), &blind);
+        assert_eq!(notices.len(), 1);
+        assert!(notices[0].warning);
+        assert_eq!(
+            (notices[0].reason.as_str(), notices[0].action),
+            ("PrometheusUnavailable", "Adapt")
+        );
+        let back = changes(Some(&blind), &cutting);
+        assert_eq!(back.len(), 1);
+        assert!(!back[0].warning);
     }
 
     #[test]

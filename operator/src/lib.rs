@@ -2,12 +2,14 @@
 //! pods that enforce it, and reports on them in the policy's status.
 //!
 //! Reconcile is a pipeline ([`reconcile`]): [`validate`] → [`render`]
-//! (pure) → [`apply`] (server-side apply) → [`status`], with [`events`]
-//! for failures and changes of readiness. [`leader`] keeps two replicas
-//! from writing at once; [`rbac`] declares every permission the operator
-//! uses. The adaptive controller will live beside these, in its own
-//! module.
+//! (pure) → [`apply`] (server-side apply) → [`adapt`] (one tick of an
+//! adaptive policy's controller, when due) → [`status`], with [`events`]
+//! for failures and changes of readiness or adaptation. [`leader`] keeps
+//! two replicas from writing at once; [`rbac`] declares every permission
+//! the operator uses. The adaptive controller, its signals and its
+//! standalone loop live in [`adaptive`].
 
+pub mod adapt;
 pub mod adaptive;
 pub mod apply;
 pub mod backoff;

@@ -1,9 +1,14 @@
 //! The operator's Prometheus metrics, registered in one place.
 //!
-//! Labels carry only bounded values: a result, a readiness. Policy names
-//! stay out of labels; the policies' own status tells about each one.
+//! Labels carry only bounded values: a result, a readiness, a signal, and
+//! the `<namespace>/<name>` of an adaptive policy (bounded by the policies
+//! in the cluster; a policy's series go when it stops adapting or this
+//! replica stops leading).
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{Mutex, atomic::AtomicU64},
+    time::Duration,
+};
 
 use kube::runtime::reflector::Store;
 use prometheus_client::{
@@ -13,7 +18,10 @@ use prometheus_client::{
 };
 use sluice_crds::RateLimitPolicy;
 
-use crate::conditions;
+use crate::{
+    adaptive::signals::{Reading, SignalError},
+    conditions,
+};
 
 /// How a reconcile ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -55,6 +63,43 @@ pub struct ReadinessLabels {
     pub readiness: Readiness,
 }
 
+/// Labels of a per-policy series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// `<namespace>/<name>`.
+    pub policy: String,
+}
+
+/// A health signal, as a label value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // label values follow Prometheus' lower case convention
+pub enum Signal {
+    /// CPU used over requested.
+    cpu,
+    /// p99 latency of served requests, seconds.
+    latency,
+    /// 5xx ratio of served requests.
+    errors,
+    /// Served requests per second.
+    requests,
+}
+
+impl Signal {
+    /// Every signal, in the order of [`Reading::values`].
+    pub const ALL: [Signal; 4] = [Self::cpu, Self::latency, Self::errors, Self::requests];
+}
+
+/// Labels of a per-policy, per-signal series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    /// `<namespace>/<name>`.
+    pub policy: String,
+    /// The signal.
+    pub signal: Signal,
+}
+
+type Ratio = Gauge<f64, AtomicU64>;
+
 /// Every metric of the operator.
 #[derive(Debug)]
 pub struct Metrics {
@@ -67,6 +112,14 @@ pub struct Metrics {
     pub policies: Family<ReadinessLabels, Gauge>,
     /// 1 while this replica leads.
     pub leader: Gauge,
+    /// Each adaptive policy's multiplier.
+    pub multiplier: Family<PolicyLabels, Ratio>,
+    /// Each adaptive policy's signals, known values only.
+    pub signal: Family<SignalLabels, Ratio>,
+    /// Queries Prometheus failed to answer, by policy and signal.
+    pub prometheus_query_errors: Family<SignalLabels, Counter>,
+    /// Multipliers that could not be published, by policy.
+    pub publish_errors: Family<PolicyLabels, Counter>,
     census: Mutex<Option<Store<RateLimitPolicy>>>,
 }
 
@@ -87,6 +140,10 @@ impl Metrics {
             reconcile_duration: Histogram::new(buckets),
             policies: Family::default(),
             leader: Gauge::default(),
+            multiplier: Family::default(),
+            signal: Family::default(),
+            prometheus_query_errors: Family::default(),
+            publish_errors: Family::default(),
             census: Mutex::new(None),
             registry: Registry::default(),
         };
@@ -110,6 +167,26 @@ impl Metrics {
             "1 while this replica leads",
             metrics.leader.clone(),
         );
+        registry.register(
+            "multiplier",
+            "The multiplier of each adaptive policy",
+            metrics.multiplier.clone(),
+        );
+        registry.register(
+            "signal",
+            "Each adaptive policy's signals as last read, known values only",
+            metrics.signal.clone(),
+        );
+        registry.register(
+            "prometheus_query_errors",
+            "Signal queries Prometheus did not answer (no data is not an error)",
+            metrics.prometheus_query_errors.clone(),
+        );
+        registry.register(
+            "publish_errors",
+            "Multipliers that could not be published for the limiters",
+            metrics.publish_errors.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -122,6 +199,58 @@ impl Metrics {
             .get_or_create(&ReconcileLabels { result })
             .inc();
         self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    /// Records a tick of `policy`: its multiplier, each signal read (a
+    /// signal now unknown loses its series), and each query Prometheus did
+    /// not answer.
+    pub fn adapted(&self, policy: &str, multiplier: f64, reading: &Reading) {
+        let labels = PolicyLabels {
+            policy: policy.to_owned(),
+        };
+        self.multiplier.get_or_create(&labels).set(multiplier);
+        for (signal, value) in Signal::ALL.into_iter().zip(&reading.values) {
+            let labels = SignalLabels {
+                policy: policy.to_owned(),
+                signal,
+            };
+            match value {
+                Ok(value) => {
+                    self.signal.get_or_create(&labels).set(*value);
+                }
+                Err(error) => {
+                    self.signal.remove(&labels);
+                    if matches!(error, SignalError::QueryPrometheus(_)) {
+                        self.prometheus_query_errors.get_or_create(&labels).inc();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts a multiplier of `policy` that could not be published.
+    pub fn publish_failed(&self, policy: &str) {
+        let labels = PolicyLabels {
+            policy: policy.to_owned(),
+        };
+        self.publish_errors.get_or_create(&labels).inc();
+    }
+
+    /// Drops every series of `policy`, which no longer adapts here.
+    pub fn forget_policy(&self, policy: &str) {
+        let labels = PolicyLabels {
+            policy: policy.to_owned(),
+        };
+        self.multiplier.remove(&labels);
+        self.publish_errors.remove(&labels);
+        for signal in Signal::ALL {
+            let labels = SignalLabels {
+                policy: policy.to_owned(),
+                signal,
+            };
+            self.signal.remove(&labels);
+            self.prometheus_query_errors.remove(&labels);
+        }
     }
 
     /// Counts policies from `store` at each scrape; `None` while this

@@ -5,9 +5,12 @@
 //! 2. render — the children, as pure functions ([`crate::render`]);
 //! 3. apply — server-side apply of each child, owned by the policy
 //!    ([`crate::apply`]);
-//! 4. status — conditions, ready replicas and effective limits
-//!    ([`crate::status`]), and an Event for each failure or change of
-//!    readiness ([`crate::events`]).
+//! 4. adapt — for a policy with `spec.adaptive`, one tick of its
+//!    controller when one is due, published for the limiters
+//!    ([`crate::adapt`]);
+//! 5. status — conditions, ready replicas, effective limits and the
+//!    adaptive fields ([`crate::status`]), and an Event for each failure,
+//!    change of readiness or of adaptation ([`crate::events`]).
 //!
 //! Every write first checks that this replica leads: a replica that lost
 //! its lease stops writing mid-pass.
@@ -22,6 +25,7 @@ use kube::{Resource, runtime::controller::Action};
 use sluice_crds::{RateLimitPolicy, RateLimitPolicyStatus};
 
 use crate::{
+    adapt::{Step, adapt},
     apply::{apply, apply_status, delete_if_present},
     context::Context,
     events::{self, Notice},
@@ -32,7 +36,8 @@ use crate::{
 };
 
 /// How often a healthy policy is reconciled again without any change, to
-/// repair drift that a missed watch event would hide.
+/// repair drift that a missed watch event would hide. An adaptive policy
+/// comes back sooner: when its next tick is due.
 pub const RESYNC: Duration = Duration::from_secs(600);
 
 /// Why a reconcile failed; each is retried with backoff.
@@ -98,7 +103,7 @@ pub enum Error {
 
 /// An API error as a person reads it: code, reason and message, without
 /// the client's debug dump.
-fn describe(error: &kube::Error) -> String {
+pub(crate) fn describe(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) => {
             format!("{} {}: {}", status.code, status.reason, status.message)
@@ -109,8 +114,9 @@ fn describe(error: &kube::Error) -> String {
 
 /// How a pass ended, short of a failure.
 enum Outcome {
-    /// Children applied, status written.
-    Applied,
+    /// Children applied, status written; the next pass is due after this
+    /// long.
+    Applied(Duration),
     /// The spec is invalid; the status says why.
     Rejected,
 }
@@ -135,7 +141,7 @@ pub async fn reconcile(policy: Arc<RateLimitPolicy>, ctx: Arc<Context>) -> Resul
     let started = std::time::Instant::now();
     let key = policy.key();
     let (result, action) = match pipeline(&policy, &ctx).await {
-        Ok(Outcome::Applied) => (ReconcileResult::applied, Ok(Action::requeue(RESYNC))),
+        Ok(Outcome::Applied(next)) => (ReconcileResult::applied, Ok(Action::requeue(next))),
         // An invalid spec stays invalid until someone edits it.
         Ok(Outcome::Rejected) => (ReconcileResult::rejected, Ok(Action::await_change())),
         // The next leader reconciles every policy when it starts.
@@ -188,9 +194,15 @@ async fn pipeline(policy: &RateLimitPolicy, ctx: &Context) -> Result<Outcome, Ha
         Err(halt) => return Err(halt),
     };
 
+    // Adapting publishes in Redis: a write, for the leader only.
+    if !ctx.leadership.is_leader() {
+        return Err(Halt::NotLeader);
+    }
+    let adapted = adapt(policy, ctx).await;
+
     let rollout = Rollout::of(&deployment);
     let old = policy.status.as_ref();
-    let status = status::serving(
+    let mut status = status::serving(
         old,
         generation(policy),
         &owner,
@@ -198,8 +210,26 @@ async fn pipeline(policy: &RateLimitPolicy, ctx: &Context) -> Result<Outcome, Ha
         &rollout,
         &now(ctx),
     );
+    let next = record_adaptation(&mut status, policy, adapted.as_ref());
     write_status(policy, &owner, status, ctx).await?;
-    Ok(Outcome::Applied)
+    Ok(Outcome::Applied(next))
+}
+
+/// Writes what adaptation reported into `status`, or clears it for a
+/// policy that does not adapt; returns when the next pass is due.
+fn record_adaptation(
+    status: &mut RateLimitPolicyStatus,
+    policy: &RateLimitPolicy,
+    step: Option<&Step>,
+) -> Duration {
+    let Some(step) = step else {
+        status::adapting::stopped(status, &policy.spec);
+        return RESYNC;
+    };
+    if let Some(report) = &step.report {
+        status::adapting::record(status, &policy.spec, report, generation(policy));
+    }
+    step.next.min(RESYNC)
 }
 
 /// Applies every child, the ConfigMap first so that new pods find it, and

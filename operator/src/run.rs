@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, watch};
 use crate::{
     cli::RunArgs,
     clock::Clock,
-    context::Context,
+    context::{Adaptation, Context},
     controller,
     http::{self, HttpState},
     leader::{self, Elector, Leadership, LeaseLock},
@@ -75,6 +75,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         Clock::system(),
         Some(identity),
+        Adaptation::connected(args.adaptive_timeout),
     );
     lead_while_elected(Arc::new(ctx), leadership, &shutdown).await;
 

@@ -1,6 +1,6 @@
 //! Status: what the operator reports about a policy, computed from the
 //! previous status and what the last reconcile saw. Pure: the time comes
-//! in as an argument.
+//! in as an argument. The adaptive fields are [`adapting`]'s.
 
 use k8s_openapi::{
     api::apps::v1::{Deployment, DeploymentCondition},
@@ -12,6 +12,8 @@ use crate::{
     conditions::{self, ACCEPTED, DEGRADED, Observed, READY, reason},
     render::Owner,
 };
+
+pub mod adapting;
 
 /// What a Deployment reports about its pods.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

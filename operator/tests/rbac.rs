@@ -18,7 +18,7 @@ use support::{
     api::{Used, mock_client},
     authorize::Permission,
     fake::{self, Faults},
-    fixtures::{LEASE_NAMESPACE, context, now, policy, spec},
+    fixtures::{LEASE_NAMESPACE, context, fixture, now, policy, spec},
 };
 
 /// `(verb, group, resource)` of each permission, namespaces aside.
@@ -102,8 +102,10 @@ async fn the_controller_lists_and_watches_only_what_the_rules_grant() {
 async fn declared_rules_are_exactly_what_the_operator_calls() {
     let mut used = flatten(&controller_calls().await);
 
-    // Reconciles: two replicas (budget applied), one (budget deleted), and
-    // twice a failing Deployment (the second Event becomes a series patch).
+    // Reconciles: two replicas (budget applied), one (budget deleted), an
+    // adaptive policy publishing with the Redis password from its Secret,
+    // and twice a failing Deployment (the second Event becomes a series
+    // patch).
     let (client, api) = mock_client();
     let calls = api.used();
     let faults = Faults::default();
@@ -113,6 +115,9 @@ async fn declared_rules_are_exactly_what_the_operator_calls() {
         .await
         .unwrap();
     reconcile(Arc::new(policy(&spec(10, 1), 2)), ctx.clone())
+        .await
+        .unwrap();
+    reconcile(Arc::new(fixture("checkout.yaml")), ctx.clone())
         .await
         .unwrap();
     faults

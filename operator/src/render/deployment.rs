@@ -158,8 +158,9 @@ pub fn limiter_args(redis: Option<&RedisSpec>) -> Vec<String> {
     args
 }
 
-/// The password comes from the Secret through the kubelet; the operator
-/// never reads it, and it never appears in the Deployment.
+/// The password comes from the Secret through the kubelet, and never
+/// appears in the Deployment. (The operator reads the Secret too, but only
+/// to publish the multiplier in the same Redis.)
 fn redis_password_env(redis: &RedisSpec) -> Option<EnvVar> {
     let secret = redis.password_secret_ref.as_ref()?;
     Some(EnvVar {

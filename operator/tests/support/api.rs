@@ -123,6 +123,21 @@ impl MockApi {
         }
     }
 
+    /// Waits for `task` (one pass of the operator) to end, failing on any
+    /// call it makes meanwhile; the client stays, for the next pass.
+    pub async fn done<T>(&mut self, task: JoinHandle<T>) -> T {
+        let mut task = task;
+        tokio::select! {
+            output = &mut task => output.expect("the operator's task panicked"),
+            extra = self.handle.next_request() => match extra {
+                Some((request, _)) => {
+                    panic!("unexpected extra call: {} {}", request.method(), request.uri())
+                }
+                None => task.await.expect("the operator's task panicked"),
+            },
+        }
+    }
+
     /// Waits for `task` (the operator's work) to end, failing on any call
     /// it makes meanwhile, then checks that no call follows once the
     /// client is gone: `keep` holds the last clones of the client and is

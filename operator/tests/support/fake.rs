@@ -40,6 +40,15 @@ fn answer(call: Call, faults: &Faults, lease: &Mutex<Option<Value>>) -> Option<C
     let is_lease = call.path.contains("/leases");
     match call.method.as_str() {
         "GET" if call.query.contains_key("watch") => return Some(call),
+        "GET" if call.path.contains("/secrets/") => {
+            let name = call.path.rsplit('/').next().unwrap().to_owned();
+            let secret = json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": "shop"},
+                "data": {"password": "czNjcmV0"},
+            });
+            call.reply(200, &secret);
+        }
         "GET" if is_lease => match lease.lock().unwrap().clone() {
             Some(stored) => call.reply(200, &stored),
             None => call.reply_failure(404, "NotFound", "leases not found"),

@@ -7,7 +7,7 @@ use kube::Client;
 use sluice_crds::{RateLimitPolicy, RateLimitPolicySpec};
 use sluice_operator::{
     clock::Clock,
-    context::Context,
+    context::{Adaptation, Context},
     leader::{Leadership, LeadershipSender},
     metrics::Metrics,
     render::RenderConfig,
@@ -91,17 +91,29 @@ fn from_cluster(mut policy: RateLimitPolicy, generation: i64) -> RateLimitPolicy
     policy
 }
 
-/// A reconcile context on `client`, leading or not, with the test clock;
-/// the sender moves its leadership.
+/// A reconcile context on `client`, leading or not, with the test clock
+/// and fakes for Prometheus and Redis; the sender moves its leadership.
 pub fn context(client: Client, leading: bool) -> (Arc<Context>, LeadershipSender) {
+    let fakes = super::adaptation::Fakes::new();
+    context_with(client, leading, Clock::fixed(now()), fakes.adaptation())
+}
+
+/// A reconcile context on `client`, with `clock` and `adaptation`.
+pub fn context_with(
+    client: Client,
+    leading: bool,
+    clock: Clock,
+    adaptation: Adaptation,
+) -> (Arc<Context>, LeadershipSender) {
     let (sender, leadership) = Leadership::channel(leading);
     let ctx = Context::new(
         client,
         render_config(),
         leadership,
         Arc::new(Metrics::new()),
-        Clock::fixed(now()),
+        clock,
         Some("sluice-operator-0".to_owned()),
+        adaptation,
     );
     (Arc::new(ctx), sender)
 }
