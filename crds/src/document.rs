@@ -102,6 +102,14 @@ pub fn parse_policies(text: &str, origin: &str) -> Result<Vec<RateLimitPolicy>, 
 fn parse_policy(mut value: serde_yaml::Value) -> Result<RateLimitPolicy, Vec<String>> {
     let mut problems = check_type(&value);
     let limits = take_limits(&mut value);
+    let names: Vec<Option<String>> = limits
+        .iter()
+        .map(|l| {
+            l.get("name")
+                .and_then(serde_yaml::Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect();
     let mut parsed = Vec::with_capacity(limits.len());
     for (i, limit) in limits.into_iter().enumerate() {
         match strict::<Limit>(limit, &format!("spec.limits[{i}]")) {
@@ -133,19 +141,34 @@ fn parse_policy(mut value: serde_yaml::Value) -> Result<RateLimitPolicy, Vec<Str
             problems.extend(validation_problems(policy.spec.validate()));
         }
         // Some part did not parse: still report what is wrong with the
-        // limits that did, at their own positions.
+        // limits that did, at their own positions, and repeated names.
         None => {
             for (i, limit) in parsed.iter().enumerate() {
                 let Some(limit) = limit else { continue };
                 let problems_of_one = limit.validate_at(&format!("spec.limits[{i}]"));
                 problems.extend(validation_problems(problems_of_one));
             }
+            problems.extend(repeated_names(&names));
         }
     }
     match (problems.is_empty(), policy) {
         (true, Some(policy)) => Ok(policy),
         _ => Err(problems),
     }
+}
+
+/// A problem for each limit whose name an earlier limit already uses; the
+/// same words as [`crate::RateLimitPolicySpec::validate`].
+fn repeated_names(names: &[Option<String>]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let Some(name) = name else { continue };
+        if names[..i].iter().flatten().any(|earlier| earlier == name) {
+            let message = format!("{name:?} is used by an earlier limit; names must be unique");
+            problems.push(format!("spec.limits[{i}].name: {message}"));
+        }
+    }
+    problems
 }
 
 /// Moves `spec.limits` out of the document, leaving an empty list.
@@ -351,6 +374,19 @@ spec:
         ] {
             assert!(shown.contains(path), "{path} missing from {shown}");
         }
+    }
+
+    #[test]
+    fn a_repeated_name_is_reported_even_beside_a_malformed_limit() {
+        let limits =
+            "    - {name: a, requests: 1, window: 1s}\n    - {name: a, requests: 1, window: 2d}\n";
+        let text = GOOD.replace("    - {name: global, requests: 100, window: 1s}\n", limits);
+        let shown = parse_policies(&text, "t").unwrap_err().to_string();
+        assert!(
+            shown.contains("spec.limits[1].name: \"a\" is used by an earlier limit"),
+            "{shown}"
+        );
+        assert!(shown.contains("spec.limits[1].window"), "{shown}");
     }
 
     #[test]

@@ -22,7 +22,9 @@ async fn limiter_binary_enforces_the_example_policy_over_http() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=10).contains(&retry), "retry-after {retry}");
+    // The previous window still weighs in the next: a sliding 10 s window
+    // can ask for up to 20 s.
+    assert!((1..=20).contains(&retry), "retry-after {retry}");
     assert!(
         denied.headers["ratelimit-policy"]
             .to_str()
