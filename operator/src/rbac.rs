@@ -1,7 +1,8 @@
 //! The Kubernetes permissions the operator needs, all of them and no
-//! more, declared once. The Helm chart renders its roles from these (see
-//! `sluice-operator rbac`), and the tests fail when the operator calls an
-//! API these rules do not cover, or when a rule covers nothing it calls.
+//! more, declared once. `sluice-operator rbac` prints them; the Helm
+//! chart's roles hold the same rules (`operator/tests/chart/` fails when
+//! they differ). The tests fail when the operator calls an API these rules
+//! do not cover, or when a rule covers nothing it calls.
 
 use k8s_openapi::{
     api::rbac::v1::{
