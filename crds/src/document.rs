@@ -65,6 +65,16 @@ impl RateLimitPolicy {
 ///
 /// [`validate`]: crate::RateLimitPolicySpec::validate
 pub fn parse_policies(text: &str, origin: &str) -> Result<Vec<RateLimitPolicy>, DocumentErrors> {
+    if let Some(message) = too_deep(text) {
+        let errors = vec![DocumentError {
+            document: 1,
+            message,
+        }];
+        return Err(DocumentErrors {
+            origin: origin.to_owned(),
+            errors,
+        });
+    }
     let mut policies = Vec::new();
     let mut errors = Vec::new();
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -97,6 +107,39 @@ pub fn parse_policies(text: &str, origin: &str) -> Result<Vec<RateLimitPolicy>, 
     }
 }
 
+/// How deeply flow collections (`[…]`, `{…}`) may nest. A policy needs
+/// four levels; the YAML parser takes time quadratic in the depth before
+/// its own recursion limit refuses a deep document, so a hostile file is
+/// refused here in one pass instead.
+pub const MAX_FLOW_DEPTH: usize = 32;
+
+/// Why `text` nests flow collections too deeply to read, if it does.
+/// Brackets inside quotes and comments are not counted; a quote ends at
+/// the end of its line here, so that no stray apostrophe can hide the
+/// rest of a file from the count.
+fn too_deep(text: &str) -> Option<String> {
+    let (mut depth, mut quote, mut comment) = (0usize, None, false);
+    for c in text.chars() {
+        match (quote, c) {
+            (_, '\n') => (comment, quote) = (false, None),
+            _ if comment => {}
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '#') => comment = true,
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_FLOW_DEPTH {
+            return Some(format!(
+                "not read: collections are nested deeper than {MAX_FLOW_DEPTH} levels"
+            ));
+        }
+    }
+    None
+}
+
 /// Reads one policy document. Each limit is read on its own, so that a
 /// malformed limit does not hide the problems of the others.
 fn parse_policy(mut value: serde_yaml::Value) -> Result<RateLimitPolicy, Vec<String>> {
@@ -117,8 +160,8 @@ fn parse_policy(mut value: serde_yaml::Value) -> Result<RateLimitPolicy, Vec<Str
                 problems.extend(unknown);
                 parsed.push(Some(limit));
             }
-            Err(problem) => {
-                problems.push(problem);
+            Err(found) => {
+                problems.extend(found);
                 parsed.push(None);
             }
         }
@@ -129,8 +172,8 @@ fn parse_policy(mut value: serde_yaml::Value) -> Result<RateLimitPolicy, Vec<Str
             problems.extend(check_header(&policy));
             Some(policy)
         }
-        Err(problem) => {
-            problems.push(problem);
+        Err(found) => {
+            problems.extend(found);
             None
         }
     };
@@ -187,24 +230,31 @@ fn take_limits(value: &mut serde_yaml::Value) -> Vec<serde_yaml::Value> {
 fn strict<T: DeserializeOwned>(
     value: serde_yaml::Value,
     prefix: &str,
-) -> Result<(T, Vec<String>), String> {
+) -> Result<(T, Vec<String>), Vec<String>> {
     let join = |path: String| match (prefix.is_empty(), path.as_str()) {
-        (true, _) => path,
-        (false, "." | "") => prefix.to_owned(),
-        (false, _) => format!("{prefix}.{path}"),
+        (true, "." | "") => String::new(),
+        (true, _) => format!("{path}: "),
+        (false, "." | "") => format!("{prefix}: "),
+        (false, _) => format!("{prefix}.{path}: "),
     };
     let mut unknown = Vec::new();
     let mut track = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
     let ignored = serde_ignored::Deserializer::new(value, &mut track);
-    let parsed = serde_path_to_error::deserialize(ignored)
-        .map_err(|e| format!("{}: {}", join(e.path().to_string()), e.inner()))?;
-    let unknown = unknown.into_iter().filter(|path| !is_server_owned(path));
-    Ok((
-        parsed,
-        unknown
-            .map(|path| format!("{}: unknown field", join(path)))
-            .collect(),
-    ))
+    let parsed = serde_path_to_error::deserialize(ignored);
+    // Unknown fields seen before a failure are named too: a typo such as
+    // `reqests` is the cause of the "missing field" that follows it.
+    let mut problems: Vec<String> = unknown
+        .into_iter()
+        .filter(|path| !is_server_owned(path))
+        .map(|path| format!("{}unknown field", join(path)))
+        .collect();
+    match parsed {
+        Ok(parsed) => Ok((parsed, problems)),
+        Err(e) => {
+            problems.push(format!("{}{}", join(e.path().to_string()), e.inner()));
+            Err(problems)
+        }
+    }
 }
 
 fn validation_problems(result: Result<(), ValidationErrors>) -> Vec<String> {
@@ -387,6 +437,40 @@ spec:
             "{shown}"
         );
         assert!(shown.contains("spec.limits[1].window"), "{shown}");
+    }
+
+    #[test]
+    fn a_misspelled_required_field_is_named_beside_the_missing_one() {
+        let text = GOOD.replace("requests: 100", "reqests: 100");
+        let shown = parse_policies(&text, "t").unwrap_err().to_string();
+        assert!(
+            shown.contains("spec.limits[0].reqests: unknown field"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("spec.limits[0]: missing field `requests`"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_missing_spec_is_reported_without_a_bare_dot_path() {
+        let text = "apiVersion: sluice.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: p}\n";
+        let err = parse_policies(text, "t").unwrap_err();
+        assert_eq!(err.errors[0].message, "missing field `spec`");
+    }
+
+    #[test]
+    fn deeply_nested_yaml_is_refused_before_parsing() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let started = std::time::Instant::now();
+        let err = parse_policies(&format!("{GOOD}\nextra: {deep}\n"), "t").unwrap_err();
+        assert!(err.to_string().contains("nested deeper than"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

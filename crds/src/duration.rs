@@ -27,6 +27,12 @@ pub enum ParseDurationError {
     /// A unit was not preceded by a number.
     #[error("duration {0:?} has a unit without a number before it")]
     Number(String),
+    /// The duration starts with a minus sign.
+    #[error("duration {0:?} is negative; durations are 0 or more")]
+    Negative(String),
+    /// A number has a fractional part.
+    #[error("duration {0:?} has a fraction; use a smaller unit instead, like 1500ms for 1.5s")]
+    Fraction(String),
     /// The value does not fit in 64-bit milliseconds.
     #[error("duration {0:?} is too long")]
     Overflow(String),
@@ -72,6 +78,9 @@ impl FromStr for Duration {
         if s.is_empty() {
             return Err(ParseDurationError::Empty);
         }
+        if s.starts_with('-') {
+            return Err(ParseDurationError::Negative(s.to_owned()));
+        }
         let mut total: u64 = 0;
         let mut rest = s;
         while !rest.is_empty() {
@@ -80,6 +89,9 @@ impl FromStr for Duration {
                 return Err(ParseDurationError::Number(s.to_owned()));
             }
             let (number, tail) = rest.split_at(digits);
+            if tail.starts_with('.') {
+                return Err(ParseDurationError::Fraction(s.to_owned()));
+            }
             let (unit_ms, tail) =
                 split_unit(tail).ok_or_else(|| ParseDurationError::Unit(s.into()))?;
             let overflow = || ParseDurationError::Overflow(s.to_owned());
@@ -179,7 +191,11 @@ mod tests {
         ));
         assert!(matches!(
             "-1s".parse::<Duration>(),
-            Err(ParseDurationError::Number(_))
+            Err(ParseDurationError::Negative(_))
+        ));
+        assert!(matches!(
+            "1.5s".parse::<Duration>(),
+            Err(ParseDurationError::Fraction(_))
         ));
         assert!(matches!(
             " 1s".parse::<Duration>(),

@@ -134,6 +134,15 @@ pub enum PartitionKey {
     Endpoint,
 }
 
+impl std::fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::User => "user",
+            Self::Endpoint => "endpoint",
+        })
+    }
+}
+
 /// Which requests a limit applies to.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

@@ -161,7 +161,7 @@ fn validate_limit(limit: &Limit, path: &str, report: &mut Report) {
         report.check(
             seen.insert(key),
             format_args!("{path}.by"),
-            format!("repeats {key:?}"),
+            format!("repeats {key}"),
         );
     }
     if let Some(endpoint) = limit.matches.as_ref().and_then(|m| m.endpoint.as_deref()) {

@@ -156,6 +156,11 @@ impl Metrics {
             metrics.multiplier.clone(),
         );
         registry.register(
+            "multiplier_stale",
+            "Whether a policy's published multiplier is stale and eased back toward 1.0",
+            metrics.multiplier_stale.clone(),
+        );
+        registry.register(
             "memory_counters",
             "Counters held in memory",
             metrics.memory_counters.clone(),
@@ -187,5 +192,65 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The metric names the API reference documents, from its table.
+    fn documented() -> Vec<String> {
+        let doc = include_str!("../../docs/api.md");
+        let table = doc
+            .split("## `GET /metrics`")
+            .nth(1)
+            .expect("a metrics section");
+        table
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `sluice_"))
+            .filter_map(|rest| rest.split('`').next())
+            .map(|name| format!("sluice_{}", name.trim_end_matches("_total")))
+            .collect()
+    }
+
+    #[test]
+    fn every_documented_metric_is_exported() {
+        // Families print only once they hold a series: give each one.
+        let m = Metrics::new();
+        let policy = PolicyLabels {
+            policy: "ns/p".into(),
+        };
+        let check = CheckLabels {
+            policy: "ns/p".into(),
+            limit: "l".into(),
+            decision: Outcome::allowed,
+        };
+        m.checks.get_or_create(&check).inc();
+        m.rejects
+            .get_or_create(&RejectLabels {
+                kind: RejectKind::bad_request,
+            })
+            .inc();
+        m.reloads
+            .get_or_create(&ReloadLabels { result: "ok" })
+            .inc();
+        m.multiplier.get_or_create(&policy).set(1.0);
+        m.multiplier_stale.get_or_create(&policy).set(0);
+        m.store_errors
+            .get_or_create(&StoreErrorLabels { kind: "timeout" })
+            .inc();
+        m.degraded_checks
+            .get_or_create(&DegradedLabels { mode: "local" })
+            .inc();
+        let text = m.encode();
+        let names = documented();
+        assert!(names.len() >= 10, "found only {names:?}");
+        for name in names {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} is documented but not exported"
+            );
+        }
     }
 }

@@ -70,6 +70,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub retry_period: Duration,
 
+    /// How long the start waits for the API server's first answer.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub api_timeout: Duration,
+
     /// The longest a Prometheus query, or connecting and publishing to
     /// Redis, may take during an adaptation tick.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]

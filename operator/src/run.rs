@@ -33,9 +33,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("failed to configure the Kubernetes client")?;
-    client
-        .apiserver_version()
-        .await
+    // A server that accepts connections and never answers must not hang
+    // the start silently.
+    let version = tokio::time::timeout(args.api_timeout, client.apiserver_version()).await;
+    version
+        .map_err(|_| anyhow::anyhow!("no answer within {:?}", args.api_timeout))
+        .and_then(|answered| answered.map_err(anyhow::Error::from))
         .context("failed to reach the Kubernetes API server")?;
 
     let metrics = Arc::new(Metrics::new());
