@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
-use crate::{http::serve::ServeLimits, store::RedisConfig};
+use crate::{
+    http::serve::ServeLimits,
+    store::{RedisConfig, redis::check_url},
+};
 
 /// Decides, over HTTP, whether API requests may pass under rate limit
 /// policies.
@@ -27,15 +30,15 @@ pub struct Config {
 
     /// The most counters the in-memory store holds; past it, the counter
     /// nearest to expiry is evicted.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = at_least::<1>)]
     pub memory_max_counters: usize,
 
     /// How often the policy file is checked for changes, such as `1s`.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub reload_interval: Duration,
 
-    /// The largest check request body accepted, in bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
+    /// The largest check request body accepted, in bytes (64 or more).
+    #[arg(long, default_value_t = 64 * 1024, value_parser = at_least::<64>)]
     pub max_body_bytes: usize,
 
     /// Redis for `--store redis`: `redis://host:port` or
@@ -54,6 +57,12 @@ pub struct Config {
     #[arg(long)]
     pub redis_password_file: Option<PathBuf>,
 
+    /// For a `rediss://` URL: a PEM file of the certificate authorities to
+    /// trust for Redis's certificate, in place of the system's. For a Redis
+    /// whose certificate a private CA signed.
+    #[arg(long, env = "SLUICE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// The longest a Redis call may take before it counts as failed and the
     /// check falls back to the policy's onStoreFailure.
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
@@ -61,7 +70,7 @@ pub struct Config {
 
     /// Failed Redis calls in a row that open the breaker: checks then stop
     /// calling Redis until a probe succeeds.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub breaker_threshold: u32,
 
     /// How often an open breaker probes Redis.
@@ -69,17 +78,23 @@ pub struct Config {
     pub breaker_probe_interval: Duration,
 
     /// Open client connections at most; more are closed at once.
-    #[arg(long, default_value_t = ServeLimits::default().max_connections)]
+    #[arg(long, default_value_t = ServeLimits::default().max_connections, value_parser = at_least::<1>)]
     pub max_connections: usize,
 
-    /// Requests handled at once at most; more are refused with 503.
-    #[arg(long, default_value_t = ServeLimits::default().max_in_flight)]
+    /// Checks decided at once at most (counted once their body has
+    /// arrived); more are refused with 503.
+    #[arg(long, default_value_t = ServeLimits::default().max_in_flight, value_parser = at_least::<1>)]
     pub max_in_flight: usize,
 
     /// Time a client has to send a request's headers, and the longest a
     /// keep-alive connection may sit idle.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub header_timeout: Duration,
+
+    /// Time a check's body may take to arrive once its headers have (408
+    /// after it).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
 
     /// Time a whole request may take (408 after it).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -94,6 +109,7 @@ impl Config {
             max_in_flight: self.max_in_flight,
             header_timeout: self.header_timeout,
             request_timeout: self.request_timeout,
+            body_timeout: self.body_timeout,
             ..ServeLimits::default()
         }
     }
@@ -104,40 +120,50 @@ impl Config {
         let url = self.redis_url.clone().ok_or_else(|| {
             anyhow::anyhow!("--store redis needs --redis-url (or SLUICE_REDIS_URL)")
         })?;
-        let scheme_ok = url
-            .split(',')
-            .all(|u| u.trim().starts_with("redis://") || u.trim().starts_with("rediss://"));
-        anyhow::ensure!(
-            scheme_ok,
-            "--redis-url must start with redis:// or rediss://"
-        );
-        let authority = url
-            .split("://")
-            .nth(1)
-            .unwrap_or_default()
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        anyhow::ensure!(
-            !authority.contains('@'),
-            "--redis-url must not hold credentials; use SLUICE_REDIS_PASSWORD or --redis-password-file"
-        );
-        let password = match &self.redis_password_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                Some(text.trim_end_matches(['\n', '\r']).to_owned())
-            }
-            None => std::env::var("SLUICE_REDIS_PASSWORD")
-                .ok()
-                .filter(|p| !p.is_empty()),
-        };
+        check_url(&url).map_err(|e| anyhow::anyhow!("--redis-url {e}"))?;
         Ok(RedisConfig {
+            ca_cert: self.redis_ca_cert(&url)?,
             url,
             cluster: self.redis_cluster,
-            password,
+            password: self.redis_password()?,
             timeout: self.redis_timeout,
         })
+    }
+
+    /// The password from `--redis-password-file` or from
+    /// `SLUICE_REDIS_PASSWORD`; none when neither is set, an error when
+    /// both are (which one was meant cannot be told).
+    fn redis_password(&self) -> anyhow::Result<Option<String>> {
+        self.password_from(std::env::var("SLUICE_REDIS_PASSWORD").ok())
+    }
+
+    /// [`redis_password`](Self::redis_password), given the environment
+    /// variable's value.
+    fn password_from(&self, from_env: Option<String>) -> anyhow::Result<Option<String>> {
+        let from_env = from_env.filter(|p| !p.is_empty());
+        let Some(path) = &self.redis_password_file else {
+            return Ok(from_env);
+        };
+        anyhow::ensure!(
+            from_env.is_none(),
+            "both SLUICE_REDIS_PASSWORD and --redis-password-file are set; set one"
+        );
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+    }
+
+    /// The PEM text of `--redis-ca-file`, which only a TLS URL can use.
+    fn redis_ca_cert(&self, url: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = &self.redis_ca_file else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            url.split(',').all(|u| u.trim().starts_with("rediss://")),
+            "--redis-ca-file needs a rediss:// --redis-url"
+        );
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Some(pem))
     }
 }
 
@@ -150,11 +176,103 @@ pub enum StoreKind {
     Redis,
 }
 
+/// Parses a whole number of at least `MIN`.
+fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
+    let n: usize = text.parse().map_err(|e| format!("{e}"))?;
+    match n >= MIN {
+        true => Ok(n),
+        false => Err(format!("must be at least {MIN}")),
+    }
+}
+
 /// Parses `500ms`, `1s`, `1m` and the like.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let d: sluice_crds::Duration = text.parse().map_err(|e| format!("{e}"))?;
     match d.as_millis() {
         0 => Err("must be longer than 0".into()),
         _ => Ok(d.as_std()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let all = ["sluice-limiter", "--store", "redis"].iter().chain(args);
+        Config::try_parse_from(all).expect("arguments parse")
+    }
+
+    fn redis_error(args: &[&str]) -> String {
+        let error = parse(args).redis().expect_err("refused");
+        format!("{error:#}")
+    }
+
+    #[test]
+    fn a_password_in_any_redis_url_is_refused_without_repeating_it() {
+        for url in [
+            "redis://:hunter2@127.0.0.1:6379",
+            "rediss://user:hunter2@127.0.0.1:6379",
+            "redis://127.0.0.1:7000, redis://:hunter2@127.0.0.1:7001",
+            "redis://:hunter/2@127.0.0.1:6379",
+            "redis://127.0.0.1:6379/?password=hunter2",
+        ] {
+            let message = redis_error(&["--redis-url", url]);
+            assert!(message.contains("--redis-url"), "{message}");
+            assert!(!message.contains("hunter"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_needs_a_tls_url() {
+        let args = ["--redis-url", "redis://127.0.0.1:6379"];
+        let message = redis_error(&[&args[..], &["--redis-ca-file", "/ca.pem"]].concat());
+        assert!(
+            message.contains("--redis-ca-file needs a rediss://"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_named() {
+        let args = ["--redis-url", "rediss://127.0.0.1:6379"];
+        let missing = "/nonexistent/sluice-ca.pem";
+        let message = redis_error(&[&args[..], &["--redis-ca-file", missing]].concat());
+        assert!(message.contains(missing), "{message}");
+    }
+
+    #[test]
+    fn a_password_from_both_the_environment_and_a_file_is_refused() {
+        let file = std::env::temp_dir().join(format!("sluice-pw-{}", std::process::id()));
+        std::fs::write(&file, "secret\n").unwrap();
+        let args = [
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--redis-password-file",
+        ];
+        let config = parse(&[&args[..], &[file.to_str().unwrap()]].concat());
+        // Read the variable through the config, not the process: other tests
+        // run in this process at the same time.
+        let message = format!(
+            "{:#}",
+            config.password_from(Some("env-secret".into())).unwrap_err()
+        );
+        assert!(message.contains("set one"), "{message}");
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn bounds_that_could_never_serve_are_refused_at_start() {
+        for (flag, value) in [
+            ("--max-in-flight", "0"),
+            ("--max-connections", "0"),
+            ("--max-body-bytes", "10"),
+            ("--breaker-threshold", "0"),
+            ("--memory-max-counters", "0"),
+        ] {
+            let parsed = Config::try_parse_from(["sluice-limiter", flag, value]);
+            let message = parsed.expect_err(flag).to_string();
+            assert!(message.contains(flag), "{message}");
+        }
     }
 }

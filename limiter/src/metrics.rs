@@ -42,6 +42,10 @@ pub enum RejectKind {
     unknown_policy,
     /// The body is over the size bound (413).
     too_large,
+    /// The body did not arrive in time (408).
+    slow_body,
+    /// The limiter was at its bound of requests in flight (503).
+    overloaded,
 }
 
 /// Labels of a refused request.

@@ -3,10 +3,16 @@
 
 mod common;
 
-use axum::{body::Body, http::StatusCode};
+use std::time::Duration;
+
+use axum::{
+    body::{Body, Bytes},
+    http::{Request, StatusCode},
+};
 use common::{API_POLICY, Harness, MAX_BODY_BYTES, ORDERS_POLICY, Reply, T0};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use sluice_limiter::http::serve::ServeLimits;
 
 /// Asserts a 400 whose JSON names `field`, in `field` and in the message.
 fn assert_bad_request(reply: &Reply, field: &str) {
@@ -588,6 +594,7 @@ const CLIENT_STATUSES: [u16; 5] = [200, 400, 404, 413, 429];
 
 fn status_of(body: impl Into<Body>) -> u16 {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     let harness = Harness::new(&format!("{API_POLICY}\n---\n{ORDERS_POLICY}"));
@@ -656,4 +663,96 @@ proptest! {
         let status = status_of(body.to_string());
         prop_assert!(CLIENT_STATUSES.contains(&status), "status {} for {}", status, body);
     }
+}
+
+/// A body that never arrives.
+fn never_arriving_body() -> Body {
+    Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>())
+}
+
+#[tokio::test]
+async fn declared_length_over_the_bound_is_413_without_waiting_for_the_body() {
+    let harness = Harness::api();
+    let request = Request::post("/v1/check")
+        .header("content-length", "99999999999")
+        .body(never_arriving_body())
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(1), harness.request(request)).await;
+    assert_eq!(
+        reply.expect("answered at once").status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_within_the_body_timeout_is_408() {
+    let limits = ServeLimits {
+        body_timeout: Duration::from_millis(100),
+        ..ServeLimits::default()
+    };
+    let harness = Harness::with_limits(API_POLICY, &limits);
+    let reply = harness
+        .request(
+            Request::post("/v1/check")
+                .body(never_arriving_body())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT);
+    assert!(
+        reply.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not arrive within")
+    );
+    assert!(
+        harness
+            .get("/metrics")
+            .await
+            .text()
+            .contains("sluice_check_rejects_total{kind=\"slow_body\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_body_is_400_and_not_counted_as_too_large() {
+    let harness = Harness::api();
+    let broken = futures::stream::iter([
+        Ok(Bytes::from_static(b"{\"user\"")),
+        Err(std::io::Error::other("reset")),
+    ]);
+    let reply = harness
+        .request(
+            Request::post("/v1/check")
+                .body(Body::from_stream(broken))
+                .unwrap(),
+        )
+        .await;
+    assert_bad_request(&reply, "body");
+    assert!(
+        !harness
+            .get("/metrics")
+            .await
+            .text()
+            .contains("kind=\"too_large\"")
+    );
+}
+
+#[tokio::test]
+async fn a_check_finding_no_free_slot_is_refused_at_once_with_503_and_retry_after() {
+    let limits = ServeLimits {
+        max_in_flight: 0,
+        ..ServeLimits::default()
+    };
+    let harness = Harness::with_limits(API_POLICY, &limits);
+    let reply = harness.check(json!({"user": "alice"})).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert!(
+        harness
+            .get("/metrics")
+            .await
+            .text()
+            .contains("sluice_check_rejects_total{kind=\"overloaded\"} 1")
+    );
 }

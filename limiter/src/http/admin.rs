@@ -63,7 +63,7 @@ pub async fn metrics<S: Store>(State(state): State<Arc<AppState<S>>>) -> Respons
             .get_or_create(&labels)
             .set(served.multiplier.get());
     }
-    if let Some(counters) = state.limiter.store().local_counters() {
+    if let Some(counters) = state.limiter.local_counters() {
         state.metrics.memory_counters.set(counters as i64);
     }
     let mut response = state.metrics.encode().into_response();

@@ -5,7 +5,7 @@ use std::{borrow::Cow, sync::Arc, time::Instant};
 use axum::{
     body::{Body, Bytes},
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
@@ -62,8 +62,12 @@ struct DecisionBody<'a> {
 }
 
 /// Handles `POST /v1/check`.
-pub async fn check<S: Store>(State(state): State<Arc<AppState<S>>>, body: Body) -> Response {
-    match decide(&state, body).await {
+pub async fn check<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match decide(&state, &headers, body).await {
         Ok(response) => response,
         Err(error) => {
             if let Some(kind) = error.reject_kind() {
@@ -78,8 +82,19 @@ pub async fn check<S: Store>(State(state): State<Arc<AppState<S>>>, body: Body) 
     }
 }
 
-async fn decide<S: Store>(state: &AppState<S>, body: Body) -> Result<Response, ApiError> {
-    let bytes = read_body(body, state.max_body_bytes).await?;
+async fn decide<S: Store>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(state, headers, body).await?;
+    // Only a request whose body has arrived counts against the bound of
+    // requests in flight: a client trickling its body holds a connection,
+    // never a slot another client needs.
+    let _slot = state
+        .in_flight
+        .try_acquire()
+        .map_err(|_| ApiError::overloaded())?;
     let parsed = parse(&bytes)?;
     let request = Request {
         user: parsed.user.as_deref(),
@@ -122,14 +137,49 @@ async fn decide<S: Store>(state: &AppState<S>, body: Body) -> Result<Response, A
     Ok(respond(&served.policy.key, &decision))
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            None,
-            format!("request body is larger than {limit} bytes"),
-        )
-    })
+/// Reads the body: refused at once when its declared length is over the
+/// bound, and cut off when it does not arrive within the body timeout.
+async fn read_body<S>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let limit = state.max_body_bytes;
+    let too_large = || {
+        let message = format!("request body is larger than {limit} bytes");
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, None, message)
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let timeout = state.body_timeout;
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => {
+            let message = format!("request body did not arrive within {timeout:?}");
+            Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, None, message))
+        }
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) if is_length_limit(&error) => Err(too_large()),
+        // The client went away or broke the framing mid-body.
+        Ok(Err(_)) => Err(ApiError::bad_request(
+            "body",
+            "body: could not be read to its end",
+        )),
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 const EXAMPLE: &str = r#"{"user": "alice", "endpoint": "GET /search"}"#;
@@ -235,6 +285,8 @@ impl ApiError {
             StatusCode::BAD_REQUEST => Some(RejectKind::bad_request),
             StatusCode::NOT_FOUND => Some(RejectKind::unknown_policy),
             StatusCode::PAYLOAD_TOO_LARGE => Some(RejectKind::too_large),
+            StatusCode::REQUEST_TIMEOUT => Some(RejectKind::slow_body),
+            StatusCode::SERVICE_UNAVAILABLE if self.overloaded => Some(RejectKind::overloaded),
             _ => None,
         }
     }

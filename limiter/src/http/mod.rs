@@ -11,6 +11,11 @@ use axum::{
 };
 use serde::Serialize;
 
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use self::serve::ServeLimits;
 use crate::{Limiter, metrics::Metrics, store::Store};
 
 mod admin;
@@ -28,6 +33,34 @@ pub struct AppState<S> {
     pub metrics: Arc<Metrics>,
     /// The largest check body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a check's body may take to arrive.
+    pub body_timeout: Duration,
+    /// Checks being decided; a check that finds none free is refused.
+    pub in_flight: Semaphore,
+}
+
+impl<S> AppState<S> {
+    /// Handler state with the default bounds of [`ServeLimits`].
+    pub fn new(limiter: Arc<Limiter<S>>, metrics: Arc<Metrics>, max_body_bytes: usize) -> Self {
+        let limits = ServeLimits::default();
+        Self {
+            limiter,
+            metrics,
+            max_body_bytes,
+            body_timeout: limits.body_timeout,
+            in_flight: Semaphore::new(limits.max_in_flight),
+        }
+    }
+
+    /// The same, with the bounds of `limits`.
+    pub fn with_limits(self, limits: &ServeLimits) -> Self {
+        let in_flight = Semaphore::new(limits.max_in_flight);
+        Self {
+            body_timeout: limits.body_timeout,
+            in_flight,
+            ..self
+        }
+    }
 }
 
 /// The router of the limiter's API.
@@ -51,6 +84,7 @@ pub struct ApiError {
     field: Option<String>,
     message: String,
     degraded: bool,
+    overloaded: bool,
 }
 
 #[derive(Serialize)]
@@ -69,6 +103,16 @@ impl ApiError {
             field: field.map(str::to_owned),
             message: message.into(),
             degraded: false,
+            overloaded: false,
+        }
+    }
+
+    /// The limiter is at its bound of checks in flight.
+    fn overloaded() -> Self {
+        let message = "the limiter is at its bound of checks in flight; retry shortly";
+        Self {
+            overloaded: true,
+            ..Self::unavailable(message)
         }
     }
 
@@ -100,7 +144,13 @@ impl IntoResponse for ApiError {
             field: self.field.as_deref(),
             degraded: self.degraded,
         };
-        (self.status, json(&body)).into_response()
+        let mut response = (self.status, json(&body)).into_response();
+        if self.overloaded {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
+        response
     }
 }
 

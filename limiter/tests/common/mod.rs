@@ -16,7 +16,7 @@ use sluice_crds::{RateLimitPolicy, parse_policies};
 use sluice_limiter::{
     Limiter,
     clock::ManualClock,
-    http::{AppState, router},
+    http::{AppState, router, serve::ServeLimits},
     metrics::Metrics,
     store::{MemoryStore, MemoryStoreConfig},
 };
@@ -73,14 +73,16 @@ pub struct Harness {
 impl Harness {
     /// Serves every policy in `yaml` (documents separated by `---`).
     pub fn new(yaml: &str) -> Self {
+        Self::with_limits(yaml, &ServeLimits::default())
+    }
+
+    /// Like [`new`](Self::new), with these bounds on requests.
+    pub fn with_limits(yaml: &str, limits: &ServeLimits) -> Self {
         let clock = ManualClock::new(T0);
         let store = MemoryStore::with_clock(MemoryStoreConfig::default(), Arc::new(clock.clone()));
         let limiter = Arc::new(Limiter::new(policies(yaml), store));
-        let state = Arc::new(AppState {
-            limiter: limiter.clone(),
-            metrics: Arc::new(Metrics::new()),
-            max_body_bytes: MAX_BODY_BYTES,
-        });
+        let state = AppState::new(limiter.clone(), Arc::new(Metrics::new()), MAX_BODY_BYTES);
+        let state = Arc::new(state.with_limits(limits));
         Self {
             clock,
             limiter,
@@ -115,6 +117,11 @@ impl Harness {
             .header("content-type", "application/json")
             .body(body)
             .expect("request is well formed");
+        self.request(request).await
+    }
+
+    /// Sends `request` as it is.
+    pub async fn request(&self, request: Request<Body>) -> Reply {
         let response = self
             .router
             .clone()

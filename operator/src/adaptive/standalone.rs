@@ -13,7 +13,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use prometheus_http_query::Client;
-use sluice_limiter::store::{RedisConfig, RedisStore};
+use sluice_limiter::store::{RedisConfig, RedisStore, redis::check_url};
 
 use super::{adapter::Adapter, signals};
 use crate::cli::parse_duration;
@@ -53,6 +53,7 @@ pub struct AdaptArgs {
 
 /// Runs until Ctrl-C or SIGTERM.
 pub async fn adapt(args: AdaptArgs) -> anyhow::Result<()> {
+    args.check()?;
     let text = std::fs::read_to_string(&args.policy)
         .with_context(|| format!("cannot read {}", args.policy.display()))?;
     let policies = sluice_crds::parse_policies(&text, &args.policy.display().to_string())?;
@@ -127,6 +128,25 @@ async fn run_one(
     }
 }
 
+impl AdaptArgs {
+    /// Holds the flags to the rules a policy's fields follow.
+    fn check(&self) -> anyhow::Result<()> {
+        check_url(&self.redis).map_err(|e| anyhow::anyhow!("--redis {e}"))?;
+        if let Some(url) = &self.prometheus {
+            let http = url.starts_with("http://") || url.starts_with("https://");
+            anyhow::ensure!(http, "--prometheus must start with http:// or https://");
+        }
+        if let Some(interval) = self.interval {
+            let range = Duration::from_secs(1)..=Duration::from_secs(600);
+            anyhow::ensure!(
+                range.contains(&interval),
+                "--interval must be between 1s and 10m"
+            );
+        }
+        Ok(())
+    }
+}
+
 fn redis_config(args: &AdaptArgs) -> anyhow::Result<RedisConfig> {
     let password = match &args.redis_password_file {
         Some(path) => Some(std::fs::read_to_string(path)?.trim_end().to_owned()),
@@ -138,6 +158,41 @@ fn redis_config(args: &AdaptArgs) -> anyhow::Result<RedisConfig> {
         url: args.redis.clone(),
         cluster: args.redis_cluster,
         password,
+        ca_cert: None,
         timeout: args.timeout,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn refused(extra: &[&str]) -> String {
+        let redis = ["--redis", "redis://127.0.0.1:1"];
+        let redis = if extra.contains(&"--redis") {
+            &[][..]
+        } else {
+            &redis[..]
+        };
+        let base = ["sluice-operator", "adapt", "--policy", "p.yaml"];
+        let cli = Cli::try_parse_from(base.iter().chain(redis).chain(extra)).expect("flags parse");
+        let Command::Adapt(args) = cli.command else {
+            panic!("adapt")
+        };
+        format!("{:#}", args.check().expect_err("refused"))
+    }
+
+    #[test]
+    fn adapt_flags_follow_the_rules_of_policy_fields() {
+        assert!(refused(&["--interval", "1ms"]).contains("--interval"));
+        assert!(refused(&["--prometheus", "ftp://127.0.0.1:1"]).contains("--prometheus"));
+        let message = refused(&["--redis", "redis://:s3cret@127.0.0.1:1"]);
+        assert!(
+            message.contains("--redis must not hold credentials"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+    }
 }
