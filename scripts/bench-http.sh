@@ -48,21 +48,8 @@ stop_servers() {
 trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
-# Prints the first loopback address written to file $1, waiting up to 10 s.
-address_in() {
-  local deadline=$((SECONDS + 10)) found
-  while ((SECONDS < deadline)); do
-    found="$(grep -oE '127\.0\.0\.1:[0-9]+' "$1" | head -n 1 || true)"
-    if [[ -n "$found" ]]; then
-      echo "$found"
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "no address in $1 after 10 s:" >&2
-  cat "$1" >&2
-  return 1
-}
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Each server by name: its process and its address.
 declare -A pid address

@@ -68,9 +68,12 @@ impl RedisServer {
         self.process.kill();
     }
 
+    /// Waits until the server answers; one started with `--requirepass`
+    /// answers that it needs the password, which shows it is up as well.
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cli(&["PING"]).trim() != "PONG" {
+        let answers = |reply: String| reply == "PONG" || reply.starts_with("NOAUTH");
+        while !answers(self.cli(&["PING"]).trim().to_owned()) {
             assert!(
                 Instant::now() < deadline,
                 "redis-server on {} not ready:\n{}",
@@ -161,6 +164,10 @@ impl RedisCluster {
             "nodes.conf",
             "--cluster-node-timeout",
             "1000",
+            // Replicas sync at once instead of after the default 5 s wait
+            // for more replicas to join the transfer.
+            "--repl-diskless-sync-delay",
+            "0",
         ];
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| RedisServer::start_with(&flags))
@@ -183,7 +190,25 @@ impl RedisCluster {
         );
         let cluster = Self { nodes };
         cluster.wait_ok(Duration::from_secs(20));
+        cluster.wait_replicas_synced(Duration::from_secs(20));
         cluster
+    }
+
+    /// Waits until every replica has its master's data: until then, a
+    /// replica cannot take over from a failed master.
+    fn wait_replicas_synced(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let synced = |n: &RedisServer| {
+            let info = n.cli(&["INFO", "replication"]);
+            !info.contains("role:slave") || info.contains("master_link_status:up")
+        };
+        while !self.nodes.iter().all(synced) {
+            assert!(
+                Instant::now() < deadline,
+                "replicas not in sync after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Seed URLs of every node, comma separated.

@@ -14,6 +14,7 @@ fn config(url: String, cluster: bool) -> RedisConfig {
         url,
         cluster,
         password: None,
+        ca_cert: None,
         timeout: Duration::from_secs(2),
     }
 }

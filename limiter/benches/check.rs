@@ -207,11 +207,7 @@ fn whole_request(c: &mut Criterion) {
         .iter()
         .map(|user| format!(r#"{{"user":"{user}","endpoint":"{ENDPOINT}"}}"#).into())
         .collect();
-    let state = Arc::new(AppState {
-        limiter,
-        metrics: Arc::new(Metrics::new()),
-        max_body_bytes: 64 * 1024,
-    });
+    let state = Arc::new(AppState::new(limiter, Arc::new(Metrics::new()), 64 * 1024));
     let bare = Router::new().route(
         "/v1/check",
         post(|body: Bytes| async {

@@ -55,6 +55,16 @@ impl Breaker {
         }
     }
 
+    /// Opens the breaker without waiting for failures: the store could not
+    /// be reached at start, so the first checks need not time out to learn it.
+    pub fn open_now(&self) -> Transition {
+        self.failures.store(self.threshold, Ordering::Relaxed);
+        match self.open.swap(true, Ordering::AcqRel) {
+            false => Transition::Opened,
+            true => Transition::None,
+        }
+    }
+
     /// A call to the store failed or timed out.
     pub fn record_failure(&self) -> Transition {
         let failures = self
@@ -95,6 +105,15 @@ mod tests {
         b.record_failure();
         b.record_failure();
         assert!(b.is_closed());
+    }
+
+    #[test]
+    fn open_now_opens_at_once_and_a_success_closes_it() {
+        let b = Breaker::new(5);
+        assert_eq!(b.open_now(), Transition::Opened);
+        assert!(!b.is_closed());
+        assert_eq!(b.open_now(), Transition::None);
+        assert_eq!(b.record_success(), Transition::Closed);
     }
 
     #[test]

@@ -52,19 +52,36 @@ impl Fallback {
     }
 
     fn failed(&self, error: &StoreError) {
+        self.count_error(error);
+        tracing::debug!(%error, "Store call failed");
+        if self.breaker.record_failure() == Transition::Opened {
+            self.opened(error);
+        }
+    }
+
+    /// The store could not be reached at start: decide by the fallback from
+    /// the first check, and let the probe find the store when it comes up.
+    pub fn open_now(&self, error: &StoreError) {
+        self.count_error(error);
+        if self.breaker.open_now() == Transition::Opened {
+            self.opened(error);
+        }
+    }
+
+    fn opened(&self, error: &StoreError) {
+        self.metrics.breaker_open.set(1);
+        tracing::info!(%error, "Store failing: breaker opened, deciding by each policy's onStoreFailure");
+    }
+
+    fn count_error(&self, error: &StoreError) {
         let kind = match error {
             StoreError::Timeout => "timeout",
-            StoreError::Backend(_) => "backend",
+            StoreError::Backend(_) | StoreError::Refused(_) => "backend",
         };
         self.metrics
             .store_errors
             .get_or_create(&StoreErrorLabels { kind })
             .inc();
-        tracing::debug!(%error, "Store call failed");
-        if self.breaker.record_failure() == Transition::Opened {
-            self.metrics.breaker_open.set(1);
-            tracing::info!(%error, "Store failing: breaker opened, deciding by each policy's onStoreFailure");
-        }
     }
 }
 
@@ -108,6 +125,13 @@ impl<S: Store> Limiter<S> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// How many counters this process holds in its own memory: the store's,
+    /// or the fallback's when the store is shared.
+    pub fn local_counters(&self) -> Option<usize> {
+        let fallback = || self.fallback.as_ref().map(|f| f.local.len());
+        self.store.local_counters().or_else(fallback)
     }
 
     /// Whether checks are being decided without the shared store now.
@@ -246,5 +270,43 @@ fn mode_name(mode: OnStoreFailure) -> &'static str {
         OnStoreFailure::Local => "local",
         OnStoreFailure::Allow => "allow",
         OnStoreFailure::Deny => "deny",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStoreConfig, Outcome};
+
+    /// A shared store that never answers in time.
+    struct Unreachable;
+
+    impl Store for Unreachable {
+        async fn check(&self, _: &[CounterSpec], _: u64) -> Result<Outcome, StoreError> {
+            Err(StoreError::Timeout)
+        }
+    }
+
+    const PER_USER: &str = "apiVersion: sluice.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: p}\nspec:\n  limits:\n    - {name: per-user, requests: 10, window: 1m, by: [user]}\n";
+
+    #[tokio::test]
+    async fn counters_of_the_local_fallback_count_as_held_in_memory() {
+        let policies = sluice_crds::parse_policies(PER_USER, "test").unwrap();
+        let fallback = Fallback {
+            local: MemoryStore::new(MemoryStoreConfig::default()),
+            breaker: Breaker::new(1),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let limiter = Limiter::new(policies, Unreachable).with_fallback(fallback);
+        assert_eq!(limiter.local_counters(), Some(0));
+
+        let request = Request {
+            user: Some("ann"),
+            endpoint: None,
+            cost: 1,
+        };
+        let (_, decision) = limiter.check(None, &request).await.unwrap();
+        assert!(decision.degraded);
+        assert_eq!(limiter.local_counters(), Some(1));
     }
 }

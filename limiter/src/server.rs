@@ -14,7 +14,7 @@ use crate::{
     metrics::Metrics,
     multiplier,
     source::{self, PolicySource},
-    store::{MemoryStore, MemoryStoreConfig, RedisStore, Store},
+    store::{MemoryStore, MemoryStoreConfig, RedisStore, Store, redis::display_url},
 };
 
 /// How often expired counters are dropped from memory.
@@ -46,16 +46,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         StoreKind::Redis => {
             let redis_config = config.redis()?;
-            let redis = RedisStore::connect(&redis_config)
+            let url = display_url(&redis_config.url);
+            let (redis, unreachable) = RedisStore::start(&redis_config)
                 .await
-                .with_context(|| format!("cannot connect to Redis at {}", redis_config.url))?;
-            tracing::info!(url = %redis_config.url, cluster = redis_config.cluster, "Counting in Redis");
+                .with_context(|| format!("cannot use Redis at {url}"))?;
             let local = memory_store(&config);
             let fallback = Fallback {
                 local: local.clone(),
                 breaker: Breaker::new(config.breaker_threshold),
                 metrics: metrics.clone(),
             };
+            match &unreachable {
+                None => tracing::info!(%url, cluster = redis_config.cluster, "Counting in Redis"),
+                Some(error) => {
+                    tracing::warn!(%url, %error, "Redis unreachable at start: serving degraded until it answers");
+                    fallback.open_now(error);
+                }
+            }
             let limiter =
                 Arc::new(Limiter::new(loaded.policies, redis.clone()).with_fallback(fallback));
             tokio::spawn(sweep(local));
@@ -107,16 +114,13 @@ async fn listen<S: Store>(
     limiter: Arc<Limiter<S>>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    let state = Arc::new(AppState {
-        limiter,
-        metrics,
-        max_body_bytes: config.max_body_bytes,
-    });
+    let limits = config.serve_limits();
+    let state = AppState::new(limiter, metrics, config.max_body_bytes).with_limits(&limits);
+    let state = Arc::new(state);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "Serving the check API");
-    let limits = config.serve_limits();
     serve::serve(
         listener,
         serve::bounded(router(state), &limits),

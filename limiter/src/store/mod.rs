@@ -48,6 +48,10 @@ pub enum StoreError {
     /// The store answered with an error or the connection failed.
     #[error("store failed: {0}")]
     Backend(String),
+    /// The store refuses us: a missing or wrong password. Retrying does not
+    /// help; the configuration must change.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A place where counters are kept and checked.

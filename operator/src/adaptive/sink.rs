@@ -114,6 +114,7 @@ impl RedisSink {
             url: redis.url.clone(),
             cluster: redis.cluster,
             password: redis.password.clone(),
+            ca_cert: None,
             timeout: self.timeout,
         };
         let failed = |reason: String| PublishError::Connect {

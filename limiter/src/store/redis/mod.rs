@@ -12,22 +12,48 @@
 //! units as taken: the cost of a split check is a moment of extra
 //! strictness, never extra admission.
 
+mod connection;
 mod keys;
 mod script;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use redis::{
-    Client, RedisError,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    cluster::ClusterClientBuilder,
-    cluster_async::ClusterConnection,
-};
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
 
+use self::connection::{Connection, backend_error};
 pub use keys::{counter_key, limiters_key, slot};
+pub use script::CHECK_LUA;
 
 use super::{CounterSpec, Outcome, Store, StoreError};
 use crate::{clock::Clock, window::Snapshot};
+
+/// Checks each comma-separated Redis URL: the scheme, and that it holds no
+/// credentials, neither before an `@` (any `@` is refused: a password with
+/// a `/` would end the authority early) nor as a `password` parameter.
+/// The message never repeats the URL, which may hold a secret.
+pub fn check_url(url: &str) -> Result<(), String> {
+    for one in url.split(',').map(str::trim) {
+        if !(one.starts_with("redis://") || one.starts_with("rediss://")) {
+            return Err("must start with redis:// or rediss://".into());
+        }
+        let query = one.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let secret_param = query
+            .split('&')
+            .any(|p| p.starts_with("password=") || p.starts_with("user="));
+        if one.contains('@') || secret_param {
+            return Err(
+                "must not hold credentials; use SLUICE_REDIS_PASSWORD or a password file".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A Redis URL without its query: what logs may print.
+pub fn display_url(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
 
 /// How to reach Redis.
 #[derive(Clone, Debug)]
@@ -39,38 +65,66 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// The password, kept out of the URL and the command line.
     pub password: Option<String>,
+    /// For `rediss://`: PEM certificates of the authorities that may sign
+    /// the server's certificate, in place of the system's trusted roots.
+    pub ca_cert: Option<Vec<u8>>,
     /// The longest a call may take before it counts as failed.
     pub timeout: Duration,
 }
 
-/// A connection shared by every check: requests from concurrent checks are
-/// pipelined on it.
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
 /// The Redis store. Cheap to clone; clones share connections.
+///
+/// The connection is made on first use and made again on the next use
+/// after it could not be made, so a store can exist while Redis is down:
+/// a limiter starts and decides by its fallback until Redis answers.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: Connection,
-    timeout: Duration,
+    config: Arc<RedisConfig>,
+    connection: Arc<OnceCell<Connection>>,
     clock: Option<Arc<dyn Clock>>,
+    /// On a cluster, a key of the last failed call, until a probe reaches
+    /// its slot again.
+    failed_key: Arc<Mutex<Option<String>>>,
 }
 
 impl RedisStore {
-    /// Connects to Redis as `config` says.
+    /// Connects to Redis as `config` says; fails if Redis cannot be reached.
     pub async fn connect(config: &RedisConfig) -> Result<Self, StoreError> {
-        let connection = match config.cluster {
-            false => Connection::Single(connect_single(config).await?),
-            true => Connection::Cluster(connect_cluster(config).await?),
-        };
-        Ok(Self {
-            connection,
-            timeout: config.timeout,
+        let store = Self::lazy(config);
+        store.connection().await?;
+        Ok(store)
+    }
+
+    /// A store that connects on first use.
+    pub fn lazy(config: &RedisConfig) -> Self {
+        Self {
+            config: Arc::new(config.clone()),
+            connection: Arc::default(),
             clock: None,
-        })
+            failed_key: Arc::default(),
+        }
+    }
+
+    /// Tries to connect once, for a limiter starting up: `Ok` with the
+    /// reason when Redis cannot be reached now (the store keeps trying on
+    /// use), `Err` only when Redis refuses us, which no retry mends.
+    pub async fn start(config: &RedisConfig) -> Result<(Self, Option<StoreError>), StoreError> {
+        let store = Self::lazy(config);
+        let wait = config.timeout.max(Duration::from_secs(2));
+        let first = tokio::time::timeout(wait, store.connection()).await;
+        match first.unwrap_or(Err(StoreError::Timeout)) {
+            Ok(_) => Ok((store, None)),
+            Err(refused @ StoreError::Refused(_)) => Err(refused),
+            Err(unreachable) => Ok((store, Some(unreachable))),
+        }
+    }
+
+    /// The connection, made now if it was not yet.
+    async fn connection(&self) -> Result<Connection, StoreError> {
+        self.connection
+            .get_or_try_init(|| connection::open(&self.config))
+            .await
+            .cloned()
     }
 
     /// Takes time from `clock` instead of Redis `TIME`. For tests that need
@@ -86,15 +140,15 @@ impl RedisStore {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         let call = async {
-            match &self.connection {
-                Connection::Single(c) => invocation.invoke_async(&mut c.clone()).await,
-                Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
-            }
+            self.connection()
+                .await?
+                .invoke(invocation)
+                .await
+                .map_err(backend_error)
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(backend_error),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        tokio::time::timeout(self.config.timeout, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
     }
 
     /// One limiter's once-a-second exchange with Redis about a policy:
@@ -181,12 +235,28 @@ impl RedisStore {
         self.invoke::<i64>(&invocation).await.map(drop)
     }
 
+    /// On a cluster, keeps a key of a failed call for the breaker's probe.
+    fn remember_failed_key<T>(
+        &self,
+        keys: &[String],
+        groups: &[Vec<usize>],
+        results: &[Result<T, StoreError>],
+    ) {
+        if !self.config.cluster {
+            return;
+        }
+        let failed = groups.iter().zip(results).find(|(_, r)| r.is_err());
+        if let Some((group, _)) = failed {
+            *self.failed_key.lock() = Some(keys[group[0]].clone());
+        }
+    }
+
     /// Counter indexes grouped by the slot they live in; one group on a
     /// standalone server.
     fn group_by_slot(&self, keys: &[String]) -> Vec<Vec<usize>> {
-        match self.connection {
-            Connection::Single(_) => vec![(0..keys.len()).collect()],
-            Connection::Cluster(_) => {
+        match self.config.cluster {
+            false => vec![(0..keys.len()).collect()],
+            true => {
                 let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
                 for (i, key) in keys.iter().enumerate() {
                     groups.entry(slot(key)).or_default().push(i);
@@ -254,17 +324,25 @@ impl SlotOutcome {
 
 impl Store for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        let failed = self.failed_key.lock().clone();
         let call = async {
-            let ping = redis::cmd("PING");
-            match &self.connection {
-                Connection::Single(c) => ping.query_async::<String>(&mut c.clone()).await,
-                Connection::Cluster(c) => ping.query_async::<String>(&mut c.clone()).await,
-            }
+            let probe = probe_command(failed.as_deref());
+            self.connection()
+                .await?
+                .query::<()>(&probe)
+                .await
+                .map_err(backend_error)
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map(drop).map_err(backend_error),
-            Err(_) => Err(StoreError::Timeout),
+        let result = tokio::time::timeout(self.config.timeout, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout));
+        if result.is_ok() && failed.is_some() {
+            let mut key = self.failed_key.lock();
+            if *key == failed {
+                *key = None;
+            }
         }
+        result
     }
 
     async fn check(&self, counters: &[CounterSpec], cost: u64) -> Result<Outcome, StoreError> {
@@ -277,6 +355,7 @@ impl Store for RedisStore {
             .iter()
             .map(|indexes| self.check_slot(counters, &keys, indexes, cost));
         let results = futures::future::join_all(calls).await;
+        self.remember_failed_key(&keys, &groups, &results);
 
         let admitted = results.iter().all(|r| r.as_ref().is_ok_and(|s| s.admitted));
         if !admitted && cost > 0 {
@@ -307,34 +386,19 @@ impl Store for RedisStore {
     }
 }
 
-async fn connect_single(config: &RedisConfig) -> Result<ConnectionManager, StoreError> {
-    let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
-        .map_err(backend_error)?;
-    if let Some(password) = &config.password {
-        let settings = info.redis_settings().clone().set_password(password);
-        info = info.set_redis_settings(settings);
+/// What the breaker's probe sends: `PING`, or on a cluster where a call
+/// failed, `EXISTS` of one of its keys. A `PING` would not do there: the
+/// client sends it to any node it can reach, so it answers while a dead
+/// master's slots are still unserved, and the breaker would close (and open
+/// again) at every probe until a replica takes over. A key's command goes
+/// to the master of its slot, and answers once one serves it.
+fn probe_command(failed_key: Option<&str>) -> redis::Cmd {
+    match failed_key {
+        Some(key) => {
+            let mut exists = redis::cmd("EXISTS");
+            exists.arg(key);
+            exists
+        }
+        None => redis::cmd("PING"),
     }
-    let client = Client::open(info).map_err(backend_error)?;
-    let manager = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.timeout.max(Duration::from_secs(1))))
-        .set_response_timeout(Some(config.timeout));
-    ConnectionManager::new_with_config(client, manager)
-        .await
-        .map_err(backend_error)
-}
-
-async fn connect_cluster(config: &RedisConfig) -> Result<ClusterConnection, StoreError> {
-    let nodes: Vec<&str> = config.url.split(',').map(str::trim).collect();
-    let mut builder = ClusterClientBuilder::new(nodes)
-        .connection_timeout(config.timeout.max(Duration::from_secs(1)))
-        .response_timeout(config.timeout);
-    if let Some(password) = &config.password {
-        builder = builder.password(password.clone());
-    }
-    let client = builder.build().map_err(backend_error)?;
-    client.get_async_connection().await.map_err(backend_error)
-}
-
-fn backend_error(error: RedisError) -> StoreError {
-    StoreError::Backend(error.to_string())
 }

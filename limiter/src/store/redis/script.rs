@@ -67,7 +67,10 @@ redis.call('PEXPIRE', KEYS[2], 2 * fresh)
 return {redis.call('GET', KEYS[1]) or '', now, redis.call('ZCARD', KEYS[2])}
 "#;
 
-const CHECK_LUA: &str = r#"
+/// The Lua text of [`CHECK`], for tools that must run the very script the
+/// limiter runs, such as the Redis benchmark (`scripts/bench-redis.sh`,
+/// through the `check_script` example).
+pub const CHECK_LUA: &str = r#"
 local now
 if ARGV[1] == '' then
   local t = redis.call('TIME')
