@@ -266,6 +266,20 @@ fn recovery_waits_a_minute_then_rises_monotonically_to_the_top() {
 }
 
 #[test]
+fn multipliers_are_published_with_at_most_four_decimals() {
+    let mut run = Run::new(Service::new(60));
+    run.state.multiplier = 0.05;
+    run.state.overload_level = Some(0.7);
+    run.run(600, 600.0);
+    run.run(300, 1600.0);
+    for (at, multiplier, reason) in &run.ticks {
+        let text = multiplier.to_string();
+        let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 4, "{text} at {at}s ({reason:?})");
+    }
+}
+
+#[test]
 fn steady_overload_with_noisy_signals_settles_without_oscillating() {
     for lag in [60, 75, 90] {
         for seed in [1u64, 7, 42, 2026, 31337] {

@@ -168,6 +168,13 @@ impl Reason {
 }
 
 impl Settings {
+    /// `multiplier` within the bounds, to four decimal places: steps of a
+    /// tenth or a twentieth added up in binary floating point would
+    /// otherwise publish values such as 0.6500000000000001.
+    fn level(&self, multiplier: f64) -> f64 {
+        ((multiplier * 1e4).round() / 1e4).clamp(self.min, self.max)
+    }
+
     /// Reads `spec.adaptive`; `base_rate` is the rate the policy's global
     /// limit admits at multiplier 1.0, if it has one.
     pub fn from_spec(adaptive: &Adaptive, base_rate: Option<f64>) -> Self {
@@ -311,7 +318,7 @@ fn cut_or_settle(
         }
         _ => next.multiplier,
     };
-    let cut = (from * (1.0 - settings.sensitivity * pressure)).max(settings.min);
+    let cut = settings.level(from * (1.0 - settings.sensitivity * pressure));
     if cut >= next.multiplier {
         return (next, Reason::Holding);
     }
@@ -333,7 +340,7 @@ fn recover(settings: &Settings, state: &State) -> f64 {
         .overload_level
         .is_some_and(|level| state.multiplier + NEAR_OVERLOAD * step >= level);
     let step = if near_overload { step / 4.0 } else { step };
-    (state.multiplier + step).min(settings.max)
+    settings.level(state.multiplier + step)
 }
 
 fn blind(settings: &Settings, state: &State, now: Duration) -> (State, Reason) {
@@ -346,6 +353,6 @@ fn blind(settings: &Settings, state: &State, now: Duration) -> (State, Reason) {
     if now.saturating_sub(since) < settings.blind_hold || state.multiplier >= settings.max {
         return (next, Reason::BlindHolding);
     }
-    next.multiplier = (state.multiplier + settings.recovery_step).min(settings.max);
+    next.multiplier = settings.level(state.multiplier + settings.recovery_step);
     (next, Reason::BlindEasing)
 }
