@@ -65,6 +65,16 @@ impl Duration {
     }
 }
 
+/// Parses a command-line flag such as `500ms`, `2s` or `1m` that must be
+/// longer than zero; the error is worded for clap to print beside the flag.
+pub fn positive_duration(text: &str) -> Result<StdDuration, String> {
+    let d: Duration = text.parse().map_err(|e| format!("{e}"))?;
+    match d.as_millis() {
+        0 => Err("must be longer than 0".into()),
+        _ => Ok(d.as_std()),
+    }
+}
+
 impl From<StdDuration> for Duration {
     fn from(d: StdDuration) -> Self {
         Self(d)
@@ -162,6 +172,17 @@ impl JsonSchema for Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flag_duration_must_be_longer_than_zero() {
+        assert_eq!(
+            positive_duration("250ms"),
+            Ok(StdDuration::from_millis(250))
+        );
+        assert_eq!(positive_duration("0s"), Err("must be longer than 0".into()));
+        let error = positive_duration("soon").unwrap_err();
+        assert!(error.contains("soon"), "{error}");
+    }
 
     #[test]
     fn parses_every_unit_and_combinations() {

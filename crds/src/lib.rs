@@ -14,7 +14,7 @@ mod validate;
 pub use document::{
     API_VERSION, DEFAULT_NAMESPACE, DocumentError, DocumentErrors, KIND, parse_policies,
 };
-pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
+pub use duration::{DURATION_PATTERN, Duration, ParseDurationError, positive_duration};
 pub use multiplier::{PublishedMultiplier, multiplier_key};
 pub use policy::{
     Adaptive, Bounds, LabelSelector, LatencySignal, Limit, LimitMatch, LimiterSpec, OnStoreFailure,

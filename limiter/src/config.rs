@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use sluice_crds::positive_duration;
 
 use crate::{
     http::serve::ServeLimits,
@@ -34,7 +35,7 @@ pub struct Config {
     pub memory_max_counters: usize,
 
     /// How often the policy file is checked for changes, such as `1s`.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub reload_interval: Duration,
 
     /// The largest check request body accepted, in bytes (64 or more).
@@ -65,7 +66,7 @@ pub struct Config {
 
     /// The longest a Redis call may take before it counts as failed and the
     /// check falls back to the policy's onStoreFailure.
-    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "20ms", value_parser = positive_duration)]
     pub redis_timeout: Duration,
 
     /// Failed Redis calls in a row that open the breaker: checks then stop
@@ -74,7 +75,7 @@ pub struct Config {
     pub breaker_threshold: u32,
 
     /// How often an open breaker probes Redis.
-    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "250ms", value_parser = positive_duration)]
     pub breaker_probe_interval: Duration,
 
     /// Open client connections at most; more are closed at once.
@@ -88,16 +89,16 @@ pub struct Config {
 
     /// Time a client has to send a request's headers, and the longest a
     /// keep-alive connection may sit idle.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
     pub header_timeout: Duration,
 
     /// Time a check's body may take to arrive once its headers have (408
     /// after it).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = positive_duration)]
     pub body_timeout: Duration,
 
     /// Time a whole request may take (408 after it).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub request_timeout: Duration,
 }
 
@@ -182,15 +183,6 @@ fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
     match n >= MIN {
         true => Ok(n),
         false => Err(format!("must be at least {MIN}")),
-    }
-}
-
-/// Parses `500ms`, `1s`, `1m` and the like.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d: sluice_crds::Duration = text.parse().map_err(|e| format!("{e}"))?;
-    match d.as_millis() {
-        0 => Err("must be longer than 0".into()),
-        _ => Ok(d.as_std()),
     }
 }
 

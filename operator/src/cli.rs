@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use sluice_crds::positive_duration;
 
 use crate::leader::Timings;
 
@@ -58,25 +59,25 @@ pub struct RunArgs {
     pub identity: Option<String>,
 
     /// How long others wait for a silent leader before taking over.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = positive_duration)]
     pub lease_duration: Duration,
 
     /// How long a leader keeps leading without a successful renewal;
     /// shorter than the lease duration.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub renew_deadline: Duration,
 
     /// How often the Lease is tried.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = positive_duration)]
     pub retry_period: Duration,
 
     /// How long the start waits for the API server's first answer.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub api_timeout: Duration,
 
     /// The longest a Prometheus query, or connecting and publishing to
     /// Redis, may take during an adaptation tick.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
     pub adaptive_timeout: Duration,
 }
 
@@ -111,15 +112,6 @@ pub struct RbacArgs {
     /// The namespace the operator runs in.
     #[arg(long, default_value = "sluice-system")]
     pub namespace: String,
-}
-
-/// Parses `500ms`, `2s`, `1m` and the like.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d: sluice_crds::Duration = text.parse().map_err(|e| format!("{e}"))?;
-    match d.as_millis() {
-        0 => Err("must be longer than 0".into()),
-        _ => Ok(d.as_std()),
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use prometheus_http_query::Client;
 use sluice_limiter::store::{RedisConfig, RedisStore, redis::check_url};
 
 use super::{adapter::Adapter, signals};
-use crate::cli::parse_duration;
+use sluice_crds::positive_duration;
 
 /// Settings of `sluice-operator adapt`.
 #[derive(Args, Debug, Clone)]
@@ -43,11 +43,11 @@ pub struct AdaptArgs {
     pub prometheus: Option<String>,
 
     /// Overrides each policy's `adaptive.interval`.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = positive_duration)]
     pub interval: Option<Duration>,
 
     /// The longest a Prometheus query or Redis call may take.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
     pub timeout: Duration,
 }
 
