@@ -4,6 +4,7 @@
 
 mod binaries;
 mod limiter;
+mod load;
 mod process;
 mod prometheus;
 mod redis;
@@ -11,6 +12,7 @@ mod wait;
 
 pub use binaries::binary;
 pub use limiter::{LimiterProcess, Reply};
+pub use load::{BodyOf, Figures, Load, Sample, metric_value, rss_kib};
 pub use process::{Process, free_port};
 pub use prometheus::Prometheus;
 pub use redis::{RedisCluster, RedisServer, redis_cli};
