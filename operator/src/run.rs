@@ -143,7 +143,8 @@ impl Shutdown {
     }
 }
 
-async fn signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

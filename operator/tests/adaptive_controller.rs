@@ -430,6 +430,39 @@ fn a_signal_with_weight_zero_never_cuts() {
 }
 
 #[test]
+fn an_api_serving_far_under_its_global_limit_is_not_cut_to_the_floor_at_once() {
+    // 100 requests/s served against a global limit of 5,000/s, and a 5xx
+    // ratio that rises over two ticks, as a user saw it: the second cut may
+    // start from the traffic served, but not from 2 % of the limit.
+    let settings = Settings {
+        base_rate: Some(5000.0),
+        settle: Duration::ZERO,
+        ..settings()
+    };
+    let errors = |ratio: f64| Observation {
+        cpu: Some(0.3),
+        latency: Some(0.1),
+        errors: Some(ratio),
+        request_rate: Some(100.0),
+    };
+    let mut state = State::new(&settings);
+    let mut multipliers = Vec::new();
+    for (tick, ratio) in [0.0, 0.076, 0.153].into_iter().enumerate() {
+        let now = Duration::from_secs(15 * tick as u64);
+        let (next, reason) = step(&settings, &state, &errors(ratio), now);
+        multipliers.push((next.multiplier, reason));
+        state = next;
+    }
+    let (first, second) = (multipliers[1].0, multipliers[2].0);
+    assert!(first < 1.0, "{multipliers:?}");
+    assert!(
+        second >= first * 0.5 * (1.0 - settings.sensitivity),
+        "{multipliers:?}"
+    );
+    assert!(second > settings.min, "{multipliers:?}");
+}
+
+#[test]
 fn doubling_sensitivity_deepens_a_cut() {
     let first_cut = |sensitivity: f64| {
         let mut run = Run::new(Service::new(75));

@@ -46,6 +46,11 @@ pub const BLIND_TICKS: u32 = 20;
 pub const NEAR_OVERLOAD: f64 = 4.0;
 /// Healthy means under this fraction of the target.
 pub const HEALTHY_FRACTION: f64 = 0.9;
+/// A later cut of an episode starts from the traffic actually served, but
+/// never from below this fraction of the multiplier: an API that serves far
+/// under its global limit (100 requests/s against 5,000) would otherwise
+/// fall to the floor in one tick, and every per-user limit with it.
+pub const MIN_FROM_FRACTION: f64 = 0.5;
 
 /// The settings of one policy's controller, from `spec.adaptive`.
 #[derive(Clone, Debug, PartialEq)]
@@ -313,9 +318,10 @@ fn cut_or_settle(
         .last_cut
         .is_some_and(|(at, _)| now.saturating_sub(at) < settings.healthy_for + settings.settle);
     let from = match (o.request_rate, settings.base_rate) {
-        (Some(rate), Some(base)) if in_episode && rate.is_finite() && base > 0.0 => {
-            next.multiplier.min(rate / base)
-        }
+        (Some(rate), Some(base)) if in_episode && rate.is_finite() && base > 0.0 => next
+            .multiplier
+            .min(rate / base)
+            .max(next.multiplier * MIN_FROM_FRACTION),
         _ => next.multiplier,
     };
     let cut = settings.level(from * (1.0 - settings.sensitivity * pressure));

@@ -16,7 +16,7 @@ use prometheus_http_query::Client;
 use sluice_limiter::store::{RedisConfig, RedisStore, redis::check_url};
 
 use super::{adapter::Adapter, signals};
-use sluice_crds::positive_duration;
+use sluice_crds::{RateLimitPolicy, positive_duration};
 
 /// Settings of `sluice-operator adapt`.
 #[derive(Args, Debug, Clone)]
@@ -51,12 +51,24 @@ pub struct AdaptArgs {
     pub timeout: Duration,
 }
 
+/// Sets every adaptive policy's interval. The interval is the controller's
+/// clock: its healthy period, settle time and blind hold are counted in
+/// intervals, so an override replaces the policy's interval before the
+/// controller is built from it, not only how often it ticks.
+fn set_interval(policies: &mut [RateLimitPolicy], interval: Duration) {
+    let adaptive = policies.iter_mut().filter_map(|p| p.spec.adaptive.as_mut());
+    adaptive.for_each(|a| a.interval = interval.into());
+}
+
 /// Runs until Ctrl-C or SIGTERM.
 pub async fn adapt(args: AdaptArgs) -> anyhow::Result<()> {
     args.check()?;
     let text = std::fs::read_to_string(&args.policy)
         .with_context(|| format!("cannot read {}", args.policy.display()))?;
-    let policies = sluice_crds::parse_policies(&text, &args.policy.display().to_string())?;
+    let mut policies = sluice_crds::parse_policies(&text, &args.policy.display().to_string())?;
+    if let Some(interval) = args.interval {
+        set_interval(&mut policies, interval);
+    }
     let adapters: Vec<Adapter> = policies
         .iter()
         .filter_map(|p| Adapter::for_policy(p, None))
@@ -76,10 +88,7 @@ pub async fn adapt(args: AdaptArgs) -> anyhow::Result<()> {
         .collect();
 
     let mut loops = tokio::task::JoinSet::new();
-    for (mut adapter, stale_after) in adapters.into_iter().zip(stale) {
-        if let Some(interval) = args.interval {
-            adapter.interval = interval;
-        }
+    for (adapter, stale_after) in adapters.into_iter().zip(stale) {
         let url = args
             .prometheus
             .clone()
@@ -95,7 +104,7 @@ pub async fn adapt(args: AdaptArgs) -> anyhow::Result<()> {
         ));
     }
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
+        () = crate::run::signal() => {},
         _ = loops.join_next() => {},
     }
     Ok(())
@@ -194,5 +203,17 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn an_interval_override_becomes_the_controllers_clock() {
+        let text = std::fs::read_to_string("../examples/checkout.yaml").unwrap();
+        let mut policies = sluice_crds::parse_policies(&text, "checkout.yaml").unwrap();
+        let two = std::time::Duration::from_secs(2);
+        super::set_interval(&mut policies, two);
+        let adaptive = policies[0].spec.adaptive.as_ref().unwrap();
+        assert_eq!(adaptive.interval.as_std(), two);
+        let adapter = super::Adapter::for_policy(&policies[0], None).unwrap();
+        assert_eq!(adapter.interval, two);
     }
 }
