@@ -82,6 +82,27 @@ async fn invalid_policy_file_stops_startup_listing_every_problem() {
 }
 
 #[tokio::test]
+async fn a_missing_policy_file_stops_startup_naming_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("absent.yaml");
+    let args = vec![
+        "--policy".to_owned(),
+        file.display().to_string(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let mut process = Process::start("sluice-limiter", &binary("sluice-limiter"), &args, &[]);
+    let status = process.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert!(!status.success());
+    let output = process.output();
+    assert!(
+        output.contains(&format!("failed to read {}", file.display())),
+        "{output}"
+    );
+    assert_eq!(output.matches("No such file").count(), 1, "{output}");
+}
+
+#[tokio::test]
 async fn sigterm_stops_the_limiter_cleanly() {
     let mut limiter =
         LimiterProcess::start(&repo_root().join("examples/quickstart.yaml"), &[]).await;

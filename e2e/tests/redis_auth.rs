@@ -294,3 +294,32 @@ async fn a_tls_url_asking_to_skip_verification_is_refused() {
 
     assert!(output.contains("insecure"), "{output}");
 }
+
+#[tokio::test]
+async fn a_standalone_redis_named_as_a_cluster_stops_startup() {
+    let server = RedisServer::start();
+    let mut args = redis_args(&server.url());
+    args.push("--redis-cluster".into());
+    let output = failed_start(&args, &[]);
+
+    assert!(output.contains("this Redis is not a cluster"), "{output}");
+}
+
+#[tokio::test]
+async fn a_url_of_a_server_that_is_not_redis_stops_startup() {
+    // A server that answers every connection like an HTTP server would.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(16) {
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+            );
+        }
+    });
+    let output = failed_start(&redis_args(&format!("redis://127.0.0.1:{port}")), &[]);
+
+    assert!(output.contains("does not answer like Redis"), "{output}");
+}

@@ -122,6 +122,10 @@ impl Config {
             anyhow::anyhow!("--store redis needs --redis-url (or SLUICE_REDIS_URL)")
         })?;
         check_url(&url).map_err(|e| anyhow::anyhow!("--redis-url {e}"))?;
+        anyhow::ensure!(
+            self.redis_cluster || !url.contains(','),
+            "--redis-url names several nodes; add --redis-cluster for a Redis Cluster"
+        );
         Ok(RedisConfig {
             ca_cert: self.redis_ca_cert(&url)?,
             url,
@@ -129,6 +133,18 @@ impl Config {
             password: self.redis_password()?,
             timeout: self.redis_timeout,
         })
+    }
+
+    /// Refuses Redis settings given to a limiter that counts in memory:
+    /// each replica would silently enforce every limit on its own.
+    pub fn check_memory(&self) -> anyhow::Result<()> {
+        let redis_flags = self.redis_url.is_some() || self.redis_cluster;
+        anyhow::ensure!(
+            !redis_flags || self.store == StoreKind::Redis,
+            "--redis-url or --redis-cluster is set (or SLUICE_REDIS_URL, SLUICE_REDIS_CLUSTER) \
+             but the store is memory; add --store redis to count in Redis"
+        );
+        Ok(())
     }
 
     /// The password from `--redis-password-file` or from
@@ -151,7 +167,13 @@ impl Config {
         );
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+        let password = text.trim_end_matches(['\n', '\r']);
+        anyhow::ensure!(
+            !password.is_empty(),
+            "--redis-password-file {} is empty",
+            path.display()
+        );
+        Ok(Some(password.to_owned()))
     }
 
     /// The PEM text of `--redis-ca-file`, which only a TLS URL can use.
@@ -213,6 +235,61 @@ mod tests {
             assert!(message.contains("--redis-url"), "{message}");
             assert!(!message.contains("hunter"), "{message}");
         }
+    }
+
+    #[test]
+    fn several_nodes_need_the_cluster_flag() {
+        let message = redis_error(&[
+            "--redis-url",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+        ]);
+        assert!(message.contains("add --redis-cluster"), "{message}");
+        let cluster = [
+            "--redis-cluster",
+            "--redis-url",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+        ];
+        assert!(parse(&cluster).redis().is_ok());
+    }
+
+    #[test]
+    fn an_empty_password_file_is_named() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "\n").unwrap();
+        let path = file.path().to_str().unwrap();
+        let config = parse(&[
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--redis-password-file",
+            path,
+        ]);
+        let message = format!("{:#}", config.password_from(None).unwrap_err());
+        assert!(
+            message.contains("is empty") && message.contains(path),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn redis_settings_on_the_memory_store_are_refused() {
+        let memory = |args: &[&str]| {
+            let all = ["sluice-limiter"].iter().chain(args);
+            Config::try_parse_from(all)
+                .expect("arguments parse")
+                .check_memory()
+        };
+        let message = format!(
+            "{:#}",
+            memory(&["--redis-url", "redis://127.0.0.1:6379"]).unwrap_err()
+        );
+        assert!(message.contains("add --store redis"), "{message}");
+        assert!(memory(&["--redis-cluster"]).is_err());
+        assert!(memory(&[]).is_ok());
+        assert!(
+            parse(&["--redis-url", "redis://127.0.0.1:6379"])
+                .check_memory()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     match config.store {
         StoreKind::Memory => {
+            config.check_memory()?;
             let store = memory_store(&config);
             let limiter = Arc::new(Limiter::new(loaded.policies, store.clone()));
             tokio::spawn(sweep(store));

@@ -30,12 +30,14 @@ pub const EMBEDDED_EXAMPLE: &str = include_str!("../../examples/quickstart.yaml"
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// A file or directory could not be read.
-    #[error("failed to read {path}: {source}")]
+    // The cause is part of the message and not a `source`, so that a
+    // report of the whole chain does not print it twice.
+    #[error("failed to read {path}: {error}")]
     Read {
         /// What was being read.
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// Files hold invalid policies: the problems of each such file.
     #[error("{}", list(.0))]
@@ -190,9 +192,9 @@ fn read_path(path: &Path) -> Result<Vec<(String, String)>, LoadError> {
 }
 
 fn read_error(path: &Path) -> impl FnOnce(io::Error) -> LoadError + '_ {
-    move |source| LoadError::Read {
+    move |error| LoadError::Read {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 

@@ -133,13 +133,20 @@ const PASSWORD_MISSING: &str = "Redis requires a password, and none was given; \
 
 /// Like [`backend_error`], telling apart what waiting does not mend: a
 /// refused password (said plainly), a configuration the client cannot use,
-/// and a TLS handshake that failed because the server's certificate is not
-/// trusted or not for this host. A limiter does not start on those; on any
-/// other failure it starts degraded and keeps trying.
+/// a TLS handshake that failed because the server's certificate is not
+/// trusted or not for this host, a server that does not speak Redis, and a
+/// standalone Redis asked for as a cluster. A limiter does not start on
+/// those; on any other failure it starts degraded and keeps trying.
 fn connect_error(error: RedisError) -> StoreError {
     match error.kind() {
         ErrorKind::AuthenticationFailed => StoreError::Refused("Redis refused the password".into()),
         ErrorKind::InvalidClientConfig => StoreError::Refused(error.to_string()),
+        ErrorKind::Parse => StoreError::Refused(format!(
+            "the server at the Redis URL does not answer like Redis ({error})"
+        )),
+        _ if error.to_string().contains("cluster support disabled") => StoreError::Refused(
+            "--redis-cluster is set but this Redis is not a cluster; drop the flag".into(),
+        ),
         _ if failed_tls_handshake(&error) => StoreError::Refused(error.to_string()),
         _ => backend_error(error),
     }
