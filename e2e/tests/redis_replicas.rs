@@ -427,3 +427,28 @@ async fn a_multiplier_in_redis_halves_limits_on_every_replica_within_a_second() 
         .collect();
     assert_eq!(effective, [&json!(50), &json!(5)]);
 }
+
+/// A published value that is not a multiplier counts as 1.0, and the
+/// limiter says so once in its log, not at every sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_multiplier_counts_as_one_and_is_logged_once() {
+    let backend = Backend::standalone();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(&dir, "    - {name: global, requests: 100, window: 1m}\n");
+    let limiters = replicas(&backend, &policy, 1).await;
+    let Backend::Standalone(server) = &backend else {
+        unreachable!()
+    };
+    server.cli(&["SET", "sluice:{e2e/shared}:multiplier", "abc"]);
+    let limiter = &limiters[0];
+    let warning = "Published multiplier is not";
+    eventually(Duration::from_secs(5), "a warning in the log", || async {
+        limiter.process.output().contains(warning)
+    })
+    .await;
+    // Three more syncs.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let reply = limiter.check(json!({"cost": 0})).await;
+    assert_eq!(reply.body["multiplier"], 1.0, "{reply:?}");
+    assert_eq!(limiter.process.output().matches(warning).count(), 1);
+}

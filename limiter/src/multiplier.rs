@@ -33,6 +33,12 @@ pub fn effective_multiplier(
     let Some(published) = published else {
         return (1.0, false);
     };
+    // A stamp further ahead of Redis time than a stale period was not made
+    // by a publisher on this Redis's clock: it cannot be trusted to ever
+    // go stale, so it counts as stale already.
+    if published.published_ms > now_ms.saturating_add(stale_after_ms) {
+        return (1.0, true);
+    }
     let age = now_ms.saturating_sub(published.published_ms);
     if age <= stale_after_ms {
         return (published.value, false);
@@ -58,6 +64,9 @@ pub async fn follow<S: Store>(
     interval: Duration,
 ) {
     let instance = instance_id();
+    // The last unreadable value warned about, per policy: warned once, not
+    // at every sync.
+    let mut unreadable: std::collections::HashMap<String, String> = Default::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -76,6 +85,16 @@ pub async fn follow<S: Store>(
                 .multiplier
                 .as_deref()
                 .and_then(PublishedMultiplier::decode);
+            match (&sync.multiplier, &published) {
+                (Some(raw), None) if unreadable.get(&**key) != Some(raw) => {
+                    tracing::warn!(policy = %key, value = %raw, "Published multiplier is not `<positive value> <ms>`; using 1.0");
+                    unreadable.insert(key.to_string(), raw.clone());
+                }
+                (_, Some(_)) => {
+                    unreadable.remove(&**key);
+                }
+                _ => {}
+            }
             let stale_after = served
                 .policy
                 .source
@@ -119,6 +138,23 @@ mod tests {
     fn fresh_multiplier_applies_as_published() {
         assert_eq!(
             effective_multiplier(published(0.5), 61_000, 60_000),
+            (0.5, false)
+        );
+    }
+
+    #[test]
+    fn a_stamp_from_beyond_a_stale_period_ahead_counts_as_stale() {
+        let ahead = Some(PublishedMultiplier {
+            value: 0.5,
+            published_ms: 200_000,
+        });
+        assert_eq!(effective_multiplier(ahead, 100_000, 60_000), (1.0, true));
+        let slightly_ahead = Some(PublishedMultiplier {
+            value: 0.5,
+            published_ms: 101_000,
+        });
+        assert_eq!(
+            effective_multiplier(slightly_ahead, 100_000, 60_000),
             (0.5, false)
         );
     }
