@@ -184,9 +184,35 @@ impl Metrics {
             "Whether the breaker keeps checks away from the shared store",
             metrics.breaker_open.clone(),
         );
+        metrics.start_at_zero();
         Self {
             registry,
             ..metrics
+        }
+    }
+
+    /// Creates every series whose labels are known in advance, at zero, so
+    /// that a fresh limiter exports them and `rate()` over them starts from
+    /// its first scrape rather than from the first event.
+    fn start_at_zero(&self) {
+        use RejectKind::*;
+        for kind in [
+            bad_request,
+            unknown_policy,
+            too_large,
+            slow_body,
+            overloaded,
+        ] {
+            drop(self.rejects.get_or_create(&RejectLabels { kind }));
+        }
+        for result in ["ok", "error", "unreadable"] {
+            drop(self.reloads.get_or_create(&ReloadLabels { result }));
+        }
+        for kind in ["timeout", "backend"] {
+            drop(self.store_errors.get_or_create(&StoreErrorLabels { kind }));
+        }
+        for mode in ["local", "allow", "deny"] {
+            drop(self.degraded_checks.get_or_create(&DegradedLabels { mode }));
         }
     }
 
@@ -216,6 +242,19 @@ mod tests {
             .filter_map(|rest| rest.split('`').next())
             .map(|name| format!("sluice_{}", name.trim_end_matches("_total")))
             .collect()
+    }
+
+    #[test]
+    fn a_fresh_limiter_exports_counters_of_known_labels_at_zero() {
+        let text = Metrics::new().encode();
+        for series in [
+            "sluice_check_rejects_total{kind=\"overloaded\"} 0",
+            "sluice_policy_reloads_total{result=\"error\"} 0",
+            "sluice_store_errors_total{kind=\"timeout\"} 0",
+            "sluice_degraded_checks_total{mode=\"deny\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
     }
 
     #[test]

@@ -729,12 +729,15 @@ async fn an_abandoned_body_is_400_and_not_counted_as_too_large() {
         )
         .await;
     assert_bad_request(&reply, "body");
+    let metrics = harness.get("/metrics").await;
+    let metrics = metrics.text();
     assert!(
-        !harness
-            .get("/metrics")
-            .await
-            .text()
-            .contains("kind=\"too_large\"")
+        metrics.contains("sluice_check_rejects_total{kind=\"too_large\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_check_rejects_total{kind=\"bad_request\"} 1"),
+        "{metrics}"
     );
 }
 

@@ -351,8 +351,12 @@ impl Outage {
                 metric_value(text, "sluice_store_breaker_open", ""),
                 Some(1.0)
             );
-            let errors = metric_value(text, "sluice_store_errors_total", "kind=");
-            assert!(errors.is_some_and(|n| n >= 1.0), "store errors: {errors:?}");
+            let of_kind = |kind: &str| {
+                let label = format!("kind=\"{kind}\"");
+                metric_value(text, "sluice_store_errors_total", &label).unwrap_or(0.0)
+            };
+            let errors = of_kind("timeout") + of_kind("backend");
+            assert!(errors >= 1.0, "store errors: {errors}");
             let label = format!("mode=\"{}\"", mode.name());
             let degraded = metric_value(text, "sluice_degraded_checks_total", &label);
             assert!(
