@@ -53,22 +53,27 @@ async fn limiter_without_a_policy_flag_serves_the_embedded_example() {
     assert_eq!(policies["policies"][0]["policy"], "default/quickstart");
 }
 
+/// Starts the limiter on `policy`, expecting it to refuse; what it printed.
+fn failed_start(policy: &std::path::Path) -> String {
+    let args = vec![
+        "--policy".to_owned(),
+        policy.display().to_string(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let mut process = Process::start("sluice-limiter", &binary("sluice-limiter"), &args, &[]);
+    let status = process.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert!(!status.success(), "started on {}", policy.display());
+    process.output()
+}
+
 #[tokio::test]
 async fn invalid_policy_file_stops_startup_listing_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.yaml");
     let text = "apiVersion: sluice.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: bad}\nspec:\n  limits:\n    - {name: a, requests: 0, window: 1s}\n    - {name: a, requests: 5, window: 2d}\n";
     fs::write(&file, text).unwrap();
-    let args = vec![
-        "--policy".to_owned(),
-        file.display().to_string(),
-        "--listen".to_owned(),
-        format!("127.0.0.1:{}", free_port()),
-    ];
-    let mut process = Process::start("sluice-limiter", &binary("sluice-limiter"), &args, &[]);
-    let status = process.wait_exit(Duration::from_secs(20)).expect("exits");
-    assert!(!status.success());
-    let output = process.output();
+    let output = failed_start(&file);
     for problem in [
         "spec.limits[0].requests",
         "spec.limits[1].name",
@@ -85,16 +90,7 @@ async fn invalid_policy_file_stops_startup_listing_every_problem() {
 async fn a_missing_policy_file_stops_startup_naming_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("absent.yaml");
-    let args = vec![
-        "--policy".to_owned(),
-        file.display().to_string(),
-        "--listen".to_owned(),
-        format!("127.0.0.1:{}", free_port()),
-    ];
-    let mut process = Process::start("sluice-limiter", &binary("sluice-limiter"), &args, &[]);
-    let status = process.wait_exit(Duration::from_secs(20)).expect("exits");
-    assert!(!status.success());
-    let output = process.output();
+    let output = failed_start(&file);
     assert!(
         output.contains(&format!("failed to read {}", file.display())),
         "{output}"
