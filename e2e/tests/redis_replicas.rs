@@ -321,7 +321,10 @@ async fn no_key_without_expiry(backend: Backend) {
     let mut keys = 0;
     for node in backend.nodes() {
         for (key, ttl) in node.sluice_key_ttls() {
-            assert!(ttl > 0, "{key} has no expiry ({ttl})");
+            // -1: no expiry. -2: the key expired between the scan that
+            // listed it and the read of its TTL (the global window is one
+            // second), which shows it had one.
+            assert!(ttl > 0 || ttl == -2, "{key} has no expiry ({ttl})");
             keys += 1;
         }
     }
