@@ -28,7 +28,7 @@ use criterion::{Bencher, Criterion, Throughput, criterion_group, criterion_main}
 use parking_lot::Mutex;
 use sluice_limiter::{
     Limiter,
-    http::{AppState, headers, router},
+    http::{AppState, headers, router, serve::ServeLimits},
     metrics::Metrics,
     policy::{self, CounterKey},
     store::{CounterSpec, MemoryStore, MemoryStoreConfig},
@@ -207,7 +207,12 @@ fn whole_request(c: &mut Criterion) {
         .iter()
         .map(|user| format!(r#"{{"user":"{user}","endpoint":"{ENDPOINT}"}}"#).into())
         .collect();
-    let state = Arc::new(AppState::new(limiter, Arc::new(Metrics::new()), 64 * 1024));
+    let state = Arc::new(AppState::new(
+        limiter,
+        Arc::new(Metrics::new()),
+        64 * 1024,
+        &ServeLimits::default(),
+    ));
     let bare = Router::new().route(
         "/v1/check",
         post(|body: Bytes| async {

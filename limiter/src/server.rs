@@ -116,7 +116,7 @@ async fn listen<S: Store>(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let limits = config.serve_limits();
-    let state = AppState::new(limiter, metrics, config.max_body_bytes).with_limits(&limits);
+    let state = AppState::new(limiter, metrics, config.max_body_bytes, &limits);
     let state = Arc::new(state);
     let listener = TcpListener::bind(config.listen)
         .await

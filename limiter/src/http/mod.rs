@@ -40,25 +40,19 @@ pub struct AppState<S> {
 }
 
 impl<S> AppState<S> {
-    /// Handler state with the default bounds of [`ServeLimits`].
-    pub fn new(limiter: Arc<Limiter<S>>, metrics: Arc<Metrics>, max_body_bytes: usize) -> Self {
-        let limits = ServeLimits::default();
+    /// Handler state with the body and in-flight bounds of `limits`.
+    pub fn new(
+        limiter: Arc<Limiter<S>>,
+        metrics: Arc<Metrics>,
+        max_body_bytes: usize,
+        limits: &ServeLimits,
+    ) -> Self {
         Self {
             limiter,
             metrics,
             max_body_bytes,
             body_timeout: limits.body_timeout,
             in_flight: Semaphore::new(limits.max_in_flight),
-        }
-    }
-
-    /// The same, with the bounds of `limits`.
-    pub fn with_limits(self, limits: &ServeLimits) -> Self {
-        let in_flight = Semaphore::new(limits.max_in_flight);
-        Self {
-            body_timeout: limits.body_timeout,
-            in_flight,
-            ..self
         }
     }
 }

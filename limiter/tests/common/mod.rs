@@ -81,8 +81,13 @@ impl Harness {
         let clock = ManualClock::new(T0);
         let store = MemoryStore::with_clock(MemoryStoreConfig::default(), Arc::new(clock.clone()));
         let limiter = Arc::new(Limiter::new(policies(yaml), store));
-        let state = AppState::new(limiter.clone(), Arc::new(Metrics::new()), MAX_BODY_BYTES);
-        let state = Arc::new(state.with_limits(limits));
+        let metrics = Arc::new(Metrics::new());
+        let state = Arc::new(AppState::new(
+            limiter.clone(),
+            metrics,
+            MAX_BODY_BYTES,
+            limits,
+        ));
         Self {
             clock,
             limiter,
